@@ -1,0 +1,426 @@
+defmodule LiteStash do
+  @moduledoc """
+  An embedded key-value store: 16 SQLite files, each with its own writer,
+  so writers on different shards never wait on each other, and files any
+  language can read through the LiteStash data contract.
+
+  ## Features
+
+    * Keys are UTF-8 strings of 1 to 1024 bytes; values are nil, booleans,
+      integers, floats, strings, binaries, lists and maps (see "Value types").
+    * Every key is hashed with BLAKE2b-512 and routed to one of 64 tables in
+      16 shard files. Each file has one writer thread that commits the writes
+      queued by many callers in one transaction ("group commit"); a call
+      returns `:ok` only once its write is committed.
+    * Reads use their own connections (SQLite WAL) and never wait for a writer.
+    * Calls go from your process straight into the NIF: no GenServer call on
+      the data path, and SQLite work never runs on a normal scheduler.
+
+  ## Usage
+
+      {:ok, _pid} = LiteStash.start_link(data_dir: "./data")
+
+      :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
+      {:ok, %{"name" => "Alice", "score" => 99}} = LiteStash.get("user:1001")
+
+      :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
+      {:ok, [0.1, 0.5, 0.9]} = LiteStash.get("vec:1")
+
+  Put it in your supervision tree with `{LiteStash, data_dir: "./data"}`.
+  Several stores can run at once under different names and data dirs; every
+  data function takes the store's name as an optional first argument:
+
+      {:ok, _} = LiteStash.start_link(name: :sessions, data_dir: "/var/lib/app/sessions")
+      :ok = LiteStash.set(:sessions, "abc", %{"user" => 1})
+
+  ## Options
+
+    * `:data_dir` - the directory of the 16 shard files, created when
+      missing. Default `"./data"`.
+    * `:name` - the atom the store is registered and called under.
+      Default `LiteStash`.
+    * `:synchronous` - `:normal` (default): a committed write survives a
+      crash of the VM or the OS process; a power loss or OS crash may roll
+      back the last commits, never corrupt the files. `:full`: each commit is
+      flushed to disk (fsync) before the call returns, so it survives power
+      loss too. With group commit, `:full` costs little under concurrency.
+    * `:busy_timeout` - milliseconds a write waits for another OS process's
+      lock on a shard file before it fails with `:busy`. Default `30_000`.
+    * `:max_page_count` - caps every shard file at this many 4 KiB pages, so
+      that writes past it fail with `:disk_full`: for testing how your
+      application handles a full disk. Default `nil` (no cap).
+
+  An unknown option or a bad value raises `ArgumentError`.
+
+  ## Value types
+
+  | Elixir                         | stored as (MessagePack) | reads back as          |
+  | ------------------------------ | ----------------------- | ---------------------- |
+  | `nil`, `true`, `false`         | nil, true, false        | the same               |
+  | integer in -2^63..2^64-1       | int                     | the same               |
+  | float                          | float 64                | the same               |
+  | binary that is valid UTF-8     | str                     | the same binary        |
+  | any other binary               | bin                     | the same binary        |
+  | other atom, e.g. `:name`       | str                     | `"name"`               |
+  | list                           | array                   | list                   |
+  | map                            | map                     | map (atom keys as strings) |
+
+  Refused with `reason: :unsupported_value`, writing nothing: tuples, pids,
+  references, functions, ports, improper lists, bitstrings that are not
+  whole bytes, integers outside -2^63..2^64-1, maps whose keys collide once
+  atoms become strings (`%{:a => 1, "a" => 2}`), and map keys that are lists
+  or maps. Values over 64 MiB encoded give `:value_too_large`, values nested
+  deeper than 512 levels `:too_deep`. A float NaN or infinity written by
+  another language reads as `:nan`, `:infinity` or `:neg_infinity`.
+  """
+
+  alias LiteStash.{Error, Native}
+
+  @typedoc "A store's registered name (or its owner's pid)."
+  @type server :: atom() | pid()
+  @typedoc "A key: a UTF-8 binary of 1 to 1024 bytes."
+  @type key :: String.t()
+  @typedoc "A storable value; see \"Value types\"."
+  @type value ::
+          nil
+          | boolean()
+          | integer()
+          | float()
+          | binary()
+          | atom()
+          | [value()]
+          | %{optional(value()) => value()}
+  @typedoc "An option of `start_link/1`."
+  @type option ::
+          {:data_dir, Path.t()}
+          | {:name, atom()}
+          | {:synchronous, :normal | :full}
+          | {:busy_timeout, non_neg_integer()}
+          | {:max_page_count, pos_integer() | nil}
+
+  @defaults [
+    data_dir: "./data",
+    name: __MODULE__,
+    synchronous: :normal,
+    busy_timeout: 30_000,
+    max_page_count: nil
+  ]
+
+  @doc """
+  Starts a store on `opts[:data_dir]`, owned by a process linked to the caller.
+
+  Returns `{:ok, pid}`, or `{:error, %LiteStash.Error{}}` when the data dir
+  cannot be opened (the message names the path and the cause), including
+  `reason: :already_open` when this VM already has it open. See "Options"
+  in the module doc.
+
+      iex> dir = Path.join(System.tmp_dir!(), "litestash-doc-#{System.unique_integer([:positive])}")
+      iex> {:ok, pid} = LiteStash.start_link(data_dir: dir, name: :doc_store)
+      iex> is_pid(pid)
+      true
+      iex> LiteStash.stop(:doc_store)
+      :ok
+  """
+  @spec start_link([option()]) :: {:ok, pid()} | {:error, Error.t()}
+  def start_link(opts \\ []) do
+    opts = validate_options!(opts)
+    path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
+
+    case Native.open(path, opts[:synchronous], opts[:busy_timeout], opts[:max_page_count]) do
+      {:ok, store} ->
+        case LiteStash.Owner.start_link({store, opts[:name]}) do
+          {:ok, pid} ->
+            {:ok, pid}
+
+          other ->
+            Native.close(store)
+            other
+        end
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
+  @doc """
+  A child spec, so that `{LiteStash, opts}` can go in a supervision tree.
+  The child's id is the store's name.
+  """
+  @spec child_spec([option()]) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    %{
+      id: Keyword.get(opts, :name, __MODULE__),
+      start: {__MODULE__, :start_link, [opts]},
+      type: :worker
+    }
+  end
+
+  @doc """
+  Stops the store: commits every queued write, closes the files and releases
+  the data dir. Later calls on it return `reason: :closed`.
+  """
+  @spec stop(server()) :: :ok
+  def stop(server \\ __MODULE__) do
+    GenServer.stop(server, :normal)
+  end
+
+  defp validate_options!(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "LiteStash options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    Enum.each(opts, fn {key, value} -> validate_option!(key, value) end)
+    Keyword.merge(@defaults, opts)
+  end
+
+  defp validate_option!(:data_dir, dir) when is_binary(dir) and dir != "", do: :ok
+
+  defp validate_option!(:name, name) when is_atom(name) and name not in [nil, true, false],
+    do: :ok
+
+  defp validate_option!(:synchronous, level) when level in [:normal, :full], do: :ok
+
+  defp validate_option!(:busy_timeout, ms) when is_integer(ms) and ms >= 0 and ms <= 86_400_000,
+    do: :ok
+
+  defp validate_option!(:max_page_count, nil), do: :ok
+  defp validate_option!(:max_page_count, n) when is_integer(n) and n > 0, do: :ok
+
+  defp validate_option!(key, value)
+       when is_map_key(
+              %{data_dir: 1, name: 1, synchronous: 1, busy_timeout: 1, max_page_count: 1},
+              key
+            ) do
+    expected =
+      %{
+        data_dir: "a non-empty path string",
+        name: "an atom",
+        synchronous: ":normal or :full",
+        busy_timeout: "an integer of milliseconds from 0 to 86400000",
+        max_page_count: "a positive integer or nil"
+      }[key]
+
+    raise ArgumentError,
+          "invalid value for LiteStash option #{inspect(key)}: expected #{expected}, got: #{inspect(value)}"
+  end
+
+  defp validate_option!(key, value) do
+    raise ArgumentError,
+          "unknown LiteStash option #{inspect(key)} (with value #{inspect(value)}); " <>
+            "known options: :data_dir, :name, :synchronous, :busy_timeout, :max_page_count"
+  end
+
+  ## Writes
+
+  @doc """
+  Stores `value` under `key` in the store `server` (default `LiteStash`).
+
+  Returns `:ok` once the write is committed, or `{:error, %LiteStash.Error{}}`:
+  `:invalid_key`, `:unsupported_value`, `:value_too_large`, `:too_deep`
+  (nothing is written, an earlier value is kept), `:closed`, `:disk_full` and
+  other storage errors. A key that is not a binary raises `ArgumentError`.
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_set)
+      iex> LiteStash.set(:doc_set, "user:1001", %{name: "Alice", score: 99})
+      :ok
+      iex> LiteStash.get(:doc_set, "user:1001")
+      {:ok, %{"name" => "Alice", "score" => 99}}
+      iex> {:error, %LiteStash.Error{reason: :unsupported_value}} = LiteStash.set(:doc_set, "t", {1, 2})
+      iex> LiteStash.stop(:doc_set)
+      :ok
+  """
+  @spec set(server(), key(), value()) :: :ok | {:error, Error.t()}
+  def set(server \\ __MODULE__, key, value) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      write(
+        &Native.set(store, &1, key, value),
+        &Native.set_dirty(store, &1, key, value)
+      )
+    end
+  end
+
+  @doc "Like `set/3`, but returns `:ok` or raises `LiteStash.Error`."
+  @spec set!(server(), key(), value()) :: :ok
+  def set!(server \\ __MODULE__, key, value), do: bang!(set(server, key, value))
+
+  @doc """
+  Stores every `{key, value}` of `pairs` (a map or a list of pairs).
+
+  Every pair is validated and encoded before anything is written; one bad
+  pair refuses the whole call. The keys of one shard file are committed
+  atomically together; keys on different shard files are committed
+  independently (see the data contract, section 7). Returns `:ok` when all
+  are committed, or the first error.
+  """
+  @spec mset(server(), %{key() => value()} | [{key(), value()}]) :: :ok | {:error, Error.t()}
+  def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
+    pairs = Enum.map(pairs, fn {key, value} -> {key!(key), value} end)
+
+    with {:ok, store} <- fetch(server) do
+      case pairs do
+        [] ->
+          :ok
+
+        _ ->
+          write(
+            &Native.set_many(store, &1, pairs),
+            &Native.set_many_dirty(store, &1, pairs)
+          )
+      end
+    end
+  end
+
+  @doc """
+  Deletes `key`. Returns `:ok` once committed, also when the key was absent.
+  """
+  @spec delete(server(), key()) :: :ok | {:error, Error.t()}
+  def delete(server \\ __MODULE__, key) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      write(&Native.delete(store, &1, key), nil)
+    end
+  end
+
+  @doc "Deletes every key of every shard. Returns `:ok` once committed."
+  @spec clear(server()) :: :ok | {:error, Error.t()}
+  def clear(server \\ __MODULE__) do
+    with {:ok, store} <- fetch(server) do
+      write(&Native.clear(store, &1), nil)
+    end
+  end
+
+  # Queues a write and waits for the writer thread's answer. The reference is
+  # made here so that the receive skips the rest of the mailbox.
+  defp write(queue, queue_dirty) do
+    ref = make_ref()
+
+    case queue.(ref) do
+      :ok ->
+        receive do
+          {^ref, reply} -> reply
+        end
+
+      :reschedule ->
+        case queue_dirty.(ref) do
+          :ok ->
+            receive do
+              {^ref, reply} -> reply
+            end
+
+          {:error, %Error{}} = error ->
+            error
+        end
+
+      {:error, %Error{}} = error ->
+        error
+    end
+  end
+
+  ## Reads
+
+  @doc """
+  Reads `key`: `{:ok, value}`, or `{:error, %LiteStash.Error{reason: :not_found}}`
+  when it is not stored. A stored `nil` is `{:ok, nil}`.
+  """
+  @spec get(server(), key()) :: {:ok, value()} | {:error, Error.t()}
+  def get(server \\ __MODULE__, key) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      Native.get(store, key)
+    end
+  end
+
+  @doc "Like `get/2`, but returns the value or raises `LiteStash.Error`."
+  @spec get!(server(), key()) :: value()
+  def get!(server \\ __MODULE__, key) do
+    case get(server, key) do
+      {:ok, value} -> value
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc """
+  Reads several keys at once: `{:ok, %{key => value}}` with the keys that
+  are stored (missing keys are left out).
+  """
+  @spec mget(server(), [key()]) :: {:ok, %{key() => value()}} | {:error, Error.t()}
+  def mget(server \\ __MODULE__, keys) when is_list(keys) do
+    keys = Enum.map(keys, &key!/1)
+
+    with {:ok, store} <- fetch(server) do
+      Native.get_many(store, keys)
+    end
+  end
+
+  @doc """
+  Whether `key` is stored. Raises `LiteStash.Error` when the store cannot
+  answer (for example `:closed`).
+  """
+  @spec exists?(server(), key()) :: boolean()
+  def exists?(server \\ __MODULE__, key) do
+    key = key!(key)
+
+    result =
+      with {:ok, store} <- fetch(server) do
+        Native.exists(store, key)
+      end
+
+    case result do
+      {:ok, found} -> found
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc "Every stored key, in no particular order: `{:ok, [key]}`."
+  @spec keys(server()) :: {:ok, [key()]} | {:error, Error.t()}
+  def keys(server \\ __MODULE__) do
+    with {:ok, store} <- fetch(server) do
+      Native.keys(store)
+    end
+  end
+
+  @doc "The number of stored keys: `{:ok, count}`."
+  @spec count(server()) :: {:ok, non_neg_integer()} | {:error, Error.t()}
+  def count(server \\ __MODULE__) do
+    with {:ok, store} <- fetch(server) do
+      Native.count(store)
+    end
+  end
+
+  ## Helpers
+
+  defp key!(key) when is_binary(key), do: key
+
+  defp key!(key) do
+    raise ArgumentError, "a LiteStash key must be a binary (a UTF-8 string), got: #{inspect(key)}"
+  end
+
+  defp fetch(server) when is_atom(server) do
+    case :persistent_term.get({__MODULE__, server}, nil) do
+      nil -> {:error, not_running(server)}
+      store -> {:ok, store}
+    end
+  end
+
+  defp fetch(server) when is_pid(server) do
+    case Process.info(server, :registered_name) do
+      {:registered_name, name} when is_atom(name) and name != [] -> fetch(name)
+      _ -> {:error, not_running(server)}
+    end
+  end
+
+  defp fetch(server) do
+    raise ArgumentError, "a LiteStash server is a name (atom) or a pid, got: #{inspect(server)}"
+  end
+
+  defp not_running(server) do
+    %Error{reason: :closed, message: "no LiteStash store #{inspect(server)} is running"}
+  end
+
+  defp bang!(:ok), do: :ok
+  defp bang!({:error, error}), do: raise(error)
+end

@@ -1,0 +1,169 @@
+//! The one error type of the core, with a kind per failure a caller can act on.
+
+use std::fmt;
+
+/// What went wrong, as a caller can match on it. Each kind has a stable
+/// snake_case name (see [`ErrorKind::as_str`]) that the Elixir side turns
+/// into the `reason` atom of `%LiteStash.Error{}`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The key is not stored.
+    NotFound,
+    /// The key is empty, longer than 1024 bytes, or not UTF-8.
+    InvalidKey,
+    /// The value holds something the contract cannot store.
+    UnsupportedValue,
+    /// The encoded value is larger than 64 MiB.
+    ValueTooLarge,
+    /// The value is nested deeper than 512 levels.
+    TooDeep,
+    /// A stored value is not valid contract MessagePack.
+    CorruptValue,
+    /// The store has been closed.
+    Closed,
+    /// The data dir is already open in this process.
+    AlreadyOpen,
+    /// The disk (or the shard's page limit) is full.
+    DiskFull,
+    /// A shard file is damaged or not a database.
+    Corrupt,
+    /// Another connection holds the lock longer than the busy timeout.
+    Busy,
+    /// The operating system reported an I/O error.
+    Io,
+    /// The file system refused access.
+    PermissionDenied,
+    /// The file or its directory is read-only.
+    ReadOnly,
+    /// A path that must be a directory is something else, or the reverse.
+    NotADirectory,
+    /// The file is an SQLite database, but not a LiteStash shard.
+    NotLitestash,
+    /// The file was written under a newer contract version.
+    NewerVersion,
+    /// The data dir was written by the Python litestash 0.1 package.
+    LegacyFormat,
+    /// A bad option value.
+    InvalidArgument,
+    /// The stored value is not an integer (for `incr`).
+    NotAnInteger,
+    /// The key already exists (for conditional writes).
+    Exists,
+    /// A bug in LiteStash: a panic was caught or an invariant broke.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable name of this kind, used as the Elixir `reason` atom.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::UnsupportedValue => "unsupported_value",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::TooDeep => "too_deep",
+            ErrorKind::CorruptValue => "corrupt_value",
+            ErrorKind::Closed => "closed",
+            ErrorKind::AlreadyOpen => "already_open",
+            ErrorKind::DiskFull => "disk_full",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Io => "io",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::ReadOnly => "read_only",
+            ErrorKind::NotADirectory => "not_a_directory",
+            ErrorKind::NotLitestash => "not_litestash",
+            ErrorKind::NewerVersion => "newer_version",
+            ErrorKind::LegacyFormat => "legacy_format",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotAnInteger => "not_an_integer",
+            ErrorKind::Exists => "exists",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// An error with its kind and a message a person understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// The core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn closed() -> Error {
+        Error::new(ErrorKind::Closed, "the store is closed")
+    }
+
+    /// Maps an SQLite failure to a kind by SQLite's primary result code and
+    /// keeps the code in the message. `context` names the file or operation.
+    pub(crate) fn sqlite(err: rusqlite::Error, context: &str) -> Error {
+        use rusqlite::ffi::ErrorCode as C;
+        match &err {
+            rusqlite::Error::SqliteFailure(e, msg) => {
+                let kind = match e.code {
+                    C::DiskFull => ErrorKind::DiskFull,
+                    C::DatabaseCorrupt | C::NotADatabase => ErrorKind::Corrupt,
+                    C::DatabaseBusy | C::DatabaseLocked => ErrorKind::Busy,
+                    C::SystemIoFailure => ErrorKind::Io,
+                    C::PermissionDenied | C::AuthorizationForStatementDenied => {
+                        ErrorKind::PermissionDenied
+                    }
+                    C::ReadOnly => ErrorKind::ReadOnly,
+                    C::CannotOpen => ErrorKind::Io,
+                    C::TooBig => ErrorKind::ValueTooLarge,
+                    _ => ErrorKind::Internal,
+                };
+                let detail = msg.clone().unwrap_or_else(|| e.to_string());
+                Error::new(
+                    kind,
+                    format!("{context}: {detail} (SQLite code {})", e.extended_code),
+                )
+            }
+            other => Error::new(ErrorKind::Internal, format!("{context}: {other}")),
+        }
+    }
+
+    /// Maps an OS error about `path` to a kind.
+    pub(crate) fn io(err: &std::io::Error, what: &str) -> Error {
+        use std::io::ErrorKind as K;
+        let kind = match err.kind() {
+            K::PermissionDenied => ErrorKind::PermissionDenied,
+            K::NotADirectory | K::AlreadyExists | K::IsADirectory => ErrorKind::NotADirectory,
+            K::ReadOnlyFilesystem => ErrorKind::ReadOnly,
+            K::StorageFull => ErrorKind::DiskFull,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, format!("{what}: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind.as_str())
+    }
+}
+
+impl std::error::Error for Error {}

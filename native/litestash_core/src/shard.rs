@@ -1,0 +1,256 @@
+//! One shard file: opening and checking it, its pragmas, its 4 tables and
+//! the SQL of every statement on them (contract section 4).
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{table_names, SHARDS, TABLES_PER_SHARD};
+use crate::store::{Options, Synchronous};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+/// `PRAGMA application_id` of every shard file: "LSKV".
+pub const APPLICATION_ID: i32 = 0x4C53_4B56;
+
+/// The contract version this crate implements (`PRAGMA user_version`).
+pub const CONTRACT_VERSION: i32 = 1;
+
+/// Page size for new files; measured in `bench/NOTES.md`.
+const PAGE_SIZE: u32 = 4096;
+
+/// The SQL of one table's statements, built once per shard.
+#[derive(Debug)]
+pub(crate) struct TableSql {
+    pub upsert: String,
+    pub delete: String,
+    pub select: String,
+    pub count: String,
+    pub keys: String,
+    pub clear: String,
+}
+
+impl TableSql {
+    fn new(table: &str) -> TableSql {
+        TableSql {
+            upsert: format!(
+                "INSERT INTO \"{table}\" (key_hash, \"key\", value, timestamp, microsecond) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_hash) DO UPDATE SET \
+                 \"key\" = excluded.\"key\", value = excluded.value, \
+                 timestamp = excluded.timestamp, microsecond = excluded.microsecond"
+            ),
+            delete: format!("DELETE FROM \"{table}\" WHERE key_hash = ?1"),
+            select: format!("SELECT value FROM \"{table}\" WHERE key_hash = ?1"),
+            count: format!("SELECT count(*) FROM \"{table}\""),
+            keys: format!("SELECT \"key\" FROM \"{table}\""),
+            clear: format!("DELETE FROM \"{table}\""),
+        }
+    }
+
+    fn ddl(table: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS \"{table}\" (\n  key_hash VARCHAR NOT NULL,\n  \"key\" VARCHAR,\n  \
+             value BLOB,\n  timestamp INTEGER,\n  microsecond INTEGER,\n  PRIMARY KEY (key_hash)\n);\n\
+             CREATE UNIQUE INDEX IF NOT EXISTS \"ix_{table}_key\" ON \"{table}\" (\"key\");\n"
+        )
+    }
+}
+
+/// Where a shard lives and the SQL of its tables.
+#[derive(Debug)]
+pub(crate) struct ShardFile {
+    /// Index into [`SHARDS`].
+    pub index: usize,
+    pub path: PathBuf,
+    pub tables: [TableSql; TABLES_PER_SHARD],
+}
+
+impl ShardFile {
+    pub fn new(data_dir: &Path, index: usize) -> ShardFile {
+        let shard = SHARDS[index];
+        ShardFile {
+            index,
+            path: data_dir.join(shard).join(format!("{shard}.db")),
+            tables: table_names(index).each_ref().map(|t| TableSql::new(t)),
+        }
+    }
+
+    pub fn err(&self, e: rusqlite::Error) -> Error {
+        Error::sqlite(e, &self.path.display().to_string())
+    }
+
+    fn refuse(&self, kind: ErrorKind, why: &str) -> Error {
+        Error::new(
+            kind,
+            format!("{}: {why}; the file was not modified", self.path.display()),
+        )
+    }
+
+    fn connect(&self, options: &Options) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
+        conn.busy_timeout(options.busy_timeout)
+            .map_err(|e| self.err(e))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Sets the per-connection pragmas. The `synchronous` level is set
+    /// explicitly: bundled SQLite defaults WAL connections to FULL.
+    fn tune(&self, conn: &Connection, options: &Options) -> Result<()> {
+        let sync = match options.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync};\n\
+             PRAGMA cache_size = -{};\n\
+             PRAGMA mmap_size = {};\n\
+             PRAGMA temp_store = MEMORY;",
+            options.cache_size_kib, options.mmap_size
+        ))
+        .map_err(|e| self.err(e))
+    }
+
+    /// Opens the write connection: creates the directory, the file and its
+    /// tables when new; checks identity and version when not, before
+    /// anything is written to it.
+    pub fn open_writer(&self, options: &Options) -> Result<Connection> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(&e, &dir.display().to_string()))?;
+        if self.path.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotADirectory,
+                format!(
+                    "{}: is a directory, expected a shard file",
+                    self.path.display()
+                ),
+            ));
+        }
+        let conn = self.connect(options)?;
+        if self.identify(&conn)? == Identity::Empty {
+            conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .map_err(|e| self.err(e))?;
+        }
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{}: could not switch to WAL (journal_mode is {mode})",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.tune(&conn, options)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_size_limit = {};\nPRAGMA wal_autocheckpoint = 0;",
+            options.journal_size_limit
+        ))
+        .map_err(|e| self.err(e))?;
+        if let Some(pages) = options.max_page_count {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(|e| self.err(e))?;
+        }
+        self.create_tables(&conn)?;
+        Ok(conn)
+    }
+
+    /// Creates whatever tables are missing and stamps a new file, in one
+    /// transaction, re-checking identity under the write lock (another
+    /// process may be creating the same file).
+    fn create_tables(&self, conn: &Connection) -> Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        let result = (|| {
+            self.identify(conn)?;
+            let mut ddl = String::new();
+            for table in table_names(self.index) {
+                ddl.push_str(&TableSql::ddl(table));
+            }
+            ddl.push_str(&format!(
+                "PRAGMA application_id = {APPLICATION_ID};\nPRAGMA user_version = {CONTRACT_VERSION};"
+            ));
+            conn.execute_batch(&ddl).map_err(|e| self.err(e))?;
+            self.check_columns(conn)
+        })();
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.execute_batch(end).map_err(|e| self.err(e))?;
+        result
+    }
+
+    /// Opens a read connection to a file the writer has already checked.
+    pub fn open_reader(&self, options: &Options) -> Result<Connection> {
+        let conn = self.connect(options)?;
+        self.tune(&conn, options)?;
+        conn.execute_batch("PRAGMA query_only = ON")
+            .map_err(|e| self.err(e))?;
+        Ok(conn)
+    }
+
+    /// Reads the file's identity without changing it.
+    fn identify(&self, conn: &Connection) -> Result<Identity> {
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let first_table: Option<String> = conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match (app_id, version, first_table) {
+            (APPLICATION_ID, CONTRACT_VERSION, _) => Ok(Identity::Current),
+            (APPLICATION_ID, v, _) if v > CONTRACT_VERSION => Err(self.refuse(
+                ErrorKind::NewerVersion,
+                &format!(
+                    "written under LiteStash contract version {v}, this build reads version {CONTRACT_VERSION}"
+                ),
+            )),
+            (0, 0, None) => Ok(Identity::Empty),
+            (0, 0, Some(t)) if t.starts_with("tables_") => Err(self.refuse(
+                ErrorKind::LegacyFormat,
+                "written by the Python litestash 0.1 package (user_version 0: 41-byte hashes, JSON values), not contract version 1",
+            )),
+            (id, v, _) => Err(self.refuse(
+                ErrorKind::NotLitestash,
+                &format!("an SQLite database but not a LiteStash shard (application_id {id}, user_version {v})"),
+            )),
+        }
+    }
+
+    /// Checks that each of the 4 tables has the contract's 5 columns in order.
+    fn check_columns(&self, conn: &Connection) -> Result<()> {
+        const COLUMNS: [&str; 5] = ["key_hash", "key", "value", "timestamp", "microsecond"];
+        for table in table_names(self.index) {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+                ))
+                .map_err(|e| self.err(e))?;
+            let names: Vec<String> = stmt
+                .query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))?;
+            if names != COLUMNS {
+                return Err(self.refuse(
+                    ErrorKind::NotLitestash,
+                    &format!("table {table} has columns {names:?}, the contract says {COLUMNS:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Identity {
+    Empty,
+    Current,
+}

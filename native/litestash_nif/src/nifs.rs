@@ -1,0 +1,399 @@
+//! The NIF functions. Reads run on dirty IO schedulers. Writes are queued to
+//! the shard writers on the caller's scheduler and return at once; the writer
+//! thread sends `{ref, result}` to the caller after the commit, so no
+//! scheduler is held while a write waits for the disk.
+
+use crate::error::{error_tuple, panicked};
+use crate::term::{to_term, to_value, Budget, Refusal};
+use litestash_core::{Error, ErrorKind, Options, Outcome, Reply, Store, Synchronous, Value};
+use rustler::env::OwnedEnv;
+use rustler::types::atom;
+use rustler::{
+    Atom, Binary, Encoder, Env, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term,
+};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+rustler::atoms! {
+    reschedule,
+    normal,
+    full,
+}
+
+/// The store, owned by the process that opened it: when that process dies,
+/// the store is closed and its data dir released.
+pub struct StoreResource {
+    store: Arc<Store>,
+}
+
+#[rustler::resource_impl]
+impl Resource for StoreResource {
+    const IMPLEMENTS_DOWN: bool = true;
+
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        close_in_background(&self.store);
+    }
+}
+
+impl Drop for StoreResource {
+    fn drop(&mut self) {
+        // A destructor runs on a scheduler: never block it on a commit.
+        close_in_background(&self.store);
+    }
+}
+
+fn close_in_background(store: &Arc<Store>) {
+    if store.is_closed() {
+        return;
+    }
+    let store = Arc::clone(store);
+    let spawned = std::thread::Builder::new()
+        .name("litestash close".into())
+        .spawn(move || store.close());
+    if spawned.is_err() {
+        // No thread to be had: the last `Arc` closes the store when dropped.
+    }
+}
+
+/// Runs `f`, turning a panic into `{:error, %LiteStash.Error{reason: :internal}}`.
+fn guard<'a>(env: Env<'a>, f: impl FnOnce() -> NifResult<Term<'a>>) -> NifResult<Term<'a>> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Ok(panicked(env)))
+}
+
+fn ok<'a>(env: Env<'a>, value: impl Encoder) -> Term<'a> {
+    (atom::ok(), value).encode(env)
+}
+
+fn result<'a, T: Encoder>(env: Env<'a>, r: Result<T, Error>) -> Term<'a> {
+    match r {
+        Ok(v) => ok(env, v),
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn open<'a>(
+    env: Env<'a>,
+    path: String,
+    synchronous: Atom,
+    busy_timeout_ms: u64,
+    max_page_count: Option<i64>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        let synchronous = if synchronous == full() {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        };
+        let options = Options {
+            synchronous,
+            busy_timeout: Duration::from_millis(busy_timeout_ms),
+            max_page_count,
+            ..Options::default()
+        };
+        Ok(match Store::open(&path, options) {
+            Ok(store) => {
+                let resource = ResourceArc::new(StoreResource {
+                    store: Arc::new(store),
+                });
+                ok(env, resource)
+            }
+            Err(e) => error_tuple(env, &e),
+        })
+    })
+}
+
+/// Makes the calling process the store's owner: when it dies, the store
+/// is closed and its data dir released, even if it never ran `terminate`.
+#[rustler::nif]
+fn monitor_owner(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || {
+        Ok(match env.monitor(&store, &env.pid()) {
+            Some(_) => atom::ok().encode(env),
+            None => error_tuple(
+                env,
+                &Error::new(ErrorKind::Internal, "could not monitor the owner"),
+            ),
+        })
+    })
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn close(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || {
+        store.store.close();
+        Ok(atom::ok().encode(env))
+    })
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn get<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    key: Binary<'a>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        let found = store
+            .store
+            .get(key.as_slice())
+            .and_then(|value| match value {
+                Some(value) => to_term(env, &value),
+                None => Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "key {:?} not found",
+                        String::from_utf8_lossy(key.as_slice())
+                    ),
+                )),
+            });
+        Ok(result(env, found))
+    })
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn get_many<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    keys: Vec<Binary<'a>>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        let slices: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let found = store.store.get_many(&slices).and_then(|values| {
+            let mut map = Term::map_new(env);
+            for (key, value) in keys.iter().zip(values) {
+                if let Some(value) = value {
+                    let term = to_term(env, &value)?;
+                    map = map.map_put(*key, term).map_err(|_| {
+                        Error::new(ErrorKind::Internal, "could not build the result map")
+                    })?;
+                }
+            }
+            Ok(map)
+        });
+        Ok(result(env, found))
+    })
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn exists<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    key: Binary<'a>,
+) -> NifResult<Term<'a>> {
+    guard(env, || Ok(result(env, store.store.exists(key.as_slice()))))
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn keys(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || Ok(result(env, store.store.keys())))
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn count(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || Ok(result(env, store.store.count())))
+}
+
+/// A reply that sends `{ref, result}` to the calling process.
+fn reply_to(env: Env, reference: Term) -> Reply {
+    let pid = env.pid();
+    let owned = OwnedEnv::new();
+    let saved = owned.save(reference);
+    Reply::new(move |outcome| {
+        let send = move || {
+            let mut owned = owned;
+            let _ = owned.send_and_clear(&pid, |env| {
+                let answer = match outcome {
+                    Ok(Outcome::Done) => atom::ok().encode(env),
+                    Ok(_) => atom::ok().encode(env),
+                    Err(e) => error_tuple(env, &e),
+                };
+                (saved.load(env), answer).encode(env)
+            });
+        };
+        // Only threads the VM does not manage may send from an owned env;
+        // the rare reply made on a scheduler goes through a thread of ours.
+        if rustler::thread::is_scheduler_thread() {
+            let _ = std::thread::Builder::new()
+                .name("litestash reply".into())
+                .spawn(send);
+        } else {
+            send();
+        }
+    })
+}
+
+/// Converts, then queues. `:reschedule` asks the caller to repeat the call
+/// through the dirty CPU variant when the term is too large to walk here.
+fn queue<'a>(
+    env: Env<'a>,
+    budget: Budget,
+    convert: impl FnOnce(&mut Budget) -> Result<Vec<Value>, Refusal>,
+    submit: impl FnOnce(&[Value]) -> Result<(), Error>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        let mut budget = budget;
+        Ok(match convert(&mut budget) {
+            Err(Refusal::OverBudget) => reschedule().encode(env),
+            Err(Refusal::Error(e)) => error_tuple(env, &e),
+            Ok(values) => match submit(&values) {
+                Ok(()) => atom::ok().encode(env),
+                Err(e) => error_tuple(env, &e),
+            },
+        })
+    })
+}
+
+fn put<'a>(
+    env: Env<'a>,
+    store: &Store,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    value: Term<'a>,
+    budget: Budget,
+) -> NifResult<Term<'a>> {
+    queue(
+        env,
+        budget,
+        |budget| Ok(vec![to_value(value, budget)?]),
+        |values| store.set_async(key.as_slice(), &values[0], reply_to(env, reference)),
+    )
+}
+
+#[rustler::nif]
+fn set<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    value: Term<'a>,
+) -> NifResult<Term<'a>> {
+    put(env, &store.store, reference, key, value, Budget::normal())
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn set_dirty<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    value: Term<'a>,
+) -> NifResult<Term<'a>> {
+    put(
+        env,
+        &store.store,
+        reference,
+        key,
+        value,
+        Budget::unlimited(),
+    )
+}
+
+fn put_many<'a>(
+    env: Env<'a>,
+    store: &Store,
+    reference: Term<'a>,
+    pairs: Vec<(Binary<'a>, Term<'a>)>,
+    budget: Budget,
+) -> NifResult<Term<'a>> {
+    queue(
+        env,
+        budget,
+        |budget| pairs.iter().map(|(_, v)| to_value(*v, budget)).collect(),
+        |values| {
+            let refs: Vec<(&[u8], &Value)> = pairs
+                .iter()
+                .zip(values)
+                .map(|((k, _), v)| (k.as_slice(), v))
+                .collect();
+            store.set_many_async(&refs, reply_to(env, reference))
+        },
+    )
+}
+
+#[rustler::nif]
+fn set_many<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    pairs: Vec<(Binary<'a>, Term<'a>)>,
+) -> NifResult<Term<'a>> {
+    put_many(env, &store.store, reference, pairs, Budget::normal())
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn set_many_dirty<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    pairs: Vec<(Binary<'a>, Term<'a>)>,
+) -> NifResult<Term<'a>> {
+    put_many(env, &store.store, reference, pairs, Budget::unlimited())
+}
+
+#[rustler::nif]
+fn delete<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(
+            match store
+                .store
+                .delete_async(key.as_slice(), reply_to(env, reference))
+            {
+                Ok(()) => atom::ok().encode(env),
+                Err(e) => error_tuple(env, &e),
+            },
+        )
+    })
+}
+
+#[rustler::nif]
+fn clear<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(match store.store.clear_async(reply_to(env, reference)) {
+            Ok(()) => atom::ok().encode(env),
+            Err(e) => error_tuple(env, &e),
+        })
+    })
+}
+
+/// The contract encoding of a term, for the contract tests.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn encode_value<'a>(env: Env<'a>, value: Term<'a>) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(match to_value(value, &mut Budget::unlimited()) {
+            Ok(v) => match litestash_core::encode(&v) {
+                Ok(bytes) => ok(env, rustler::OwnedBinary::from_slice(&bytes).release(env)),
+                Err(e) => error_tuple(env, &e),
+            },
+            Err(Refusal::Error(e)) => error_tuple(env, &e),
+            Err(Refusal::OverBudget) => reschedule().encode(env),
+        })
+    })
+}
+
+/// The term a stored value's bytes decode to, for the contract tests.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn decode_value<'a>(env: Env<'a>, bytes: Binary<'a>) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(result(
+            env,
+            litestash_core::decode(bytes.as_slice()).and_then(|v| to_term(env, &v)),
+        ))
+    })
+}
+
+/// Test hook: panics inside the NIF, to prove a panic reaches the caller as
+/// an error and the VM carries on.
+#[rustler::nif]
+fn debug_panic(env: Env) -> NifResult<Term> {
+    guard(env, || panic!("debug_panic called"))
+}

@@ -1,0 +1,232 @@
+//! Terms to contract values and back, by our own walk over the term's type.
+//! Every term maps exactly onto the contract or is refused with a reason;
+//! nothing is silently changed (contract section 5).
+
+use litestash_core::{Error, ErrorKind, Value, MAX_DEPTH, MAX_VALUE_BYTES};
+use rustler::types::atom;
+use rustler::{Atom, Binary, Encoder, Env, MapIterator, OwnedBinary, Term, TermType};
+use std::collections::HashSet;
+
+/// Why a term was not converted.
+pub enum Refusal {
+    /// The term breaks the contract.
+    Error(Error),
+    /// The term is larger than a normal scheduler should walk: the caller
+    /// retries on a dirty CPU scheduler.
+    OverBudget,
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        Refusal::Error(e)
+    }
+}
+
+/// How much work a walk may do; `None` for no limit.
+pub struct Budget {
+    left: Option<usize>,
+    bytes: usize,
+}
+
+impl Budget {
+    /// Nodes and bytes a walk on a normal scheduler may touch: about 100 us.
+    pub fn normal() -> Budget {
+        Budget {
+            left: Some(20_000),
+            bytes: 0,
+        }
+    }
+
+    /// No limit: for dirty schedulers.
+    pub fn unlimited() -> Budget {
+        Budget {
+            left: None,
+            bytes: 0,
+        }
+    }
+
+    fn spend(&mut self, cost: usize, bytes: usize) -> Result<(), Refusal> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.bytes > MAX_VALUE_BYTES {
+            return Err(Refusal::Error(Error::new(
+                ErrorKind::ValueTooLarge,
+                format!("the value is larger than {MAX_VALUE_BYTES} bytes"),
+            )));
+        }
+        match &mut self.left {
+            None => Ok(()),
+            Some(left) if *left >= cost => {
+                *left -= cost;
+                Ok(())
+            }
+            Some(_) => Err(Refusal::OverBudget),
+        }
+    }
+}
+
+fn refuse(what: impl std::fmt::Display) -> Refusal {
+    Refusal::Error(Error::new(
+        ErrorKind::UnsupportedValue,
+        format!("cannot store {what}"),
+    ))
+}
+
+/// Converts `term` to a contract value.
+pub fn to_value(term: Term, budget: &mut Budget) -> Result<Value, Refusal> {
+    walk(term, 0, budget)
+}
+
+fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal> {
+    match term.get_type() {
+        TermType::Atom => {
+            budget.spend(1, 8)?;
+            let a = Atom::from_term(term).map_err(|_| refuse("an atom"))?;
+            if a == atom::nil() {
+                Ok(Value::Nil)
+            } else if a == atom::true_() {
+                Ok(Value::Bool(true))
+            } else if a == atom::false_() {
+                Ok(Value::Bool(false))
+            } else {
+                let name = term.atom_to_string().map_err(|_| refuse("an atom"))?;
+                Ok(Value::Str(name))
+            }
+        }
+        TermType::Binary => {
+            let bin = Binary::from_term(term)
+                .map_err(|_| refuse("a bitstring that is not a whole number of bytes"))?;
+            budget.spend(1 + bin.len() / 256, bin.len())?;
+            Ok(match std::str::from_utf8(bin.as_slice()) {
+                Ok(s) => Value::Str(s.to_owned()),
+                Err(_) => Value::Bin(bin.as_slice().to_vec()),
+            })
+        }
+        TermType::Integer => {
+            budget.spend(1, 9)?;
+            if let Ok(n) = term.decode::<i64>() {
+                Ok(Value::Int(n))
+            } else if let Ok(n) = term.decode::<u64>() {
+                Ok(Value::UInt(n))
+            } else {
+                Err(refuse(
+                    "an integer outside -9223372036854775808..18446744073709551615 (-2^63..2^64-1)",
+                ))
+            }
+        }
+        TermType::Float => {
+            budget.spend(1, 9)?;
+            Ok(Value::Float(
+                term.decode::<f64>().map_err(|_| refuse("this float"))?,
+            ))
+        }
+        TermType::List => {
+            if depth >= MAX_DEPTH {
+                return Err(too_deep());
+            }
+            let len = term
+                .list_length()
+                .map_err(|_| refuse("an improper list (its tail is not a list)"))?;
+            budget.spend(1, 5)?;
+            let mut items = Vec::with_capacity(len);
+            let mut rest = term;
+            while let Ok((head, tail)) = rest.list_get_cell() {
+                items.push(walk(head, depth + 1, budget)?);
+                rest = tail;
+            }
+            Ok(Value::Array(items))
+        }
+        TermType::Map => {
+            if depth >= MAX_DEPTH {
+                return Err(too_deep());
+            }
+            budget.spend(1, 5)?;
+            let iter = MapIterator::new(term).ok_or_else(|| refuse("this map"))?;
+            let mut entries = Vec::with_capacity(term.map_size().unwrap_or(0));
+            let mut atom_keys = false;
+            for (k, v) in iter {
+                atom_keys |= k.get_type() == TermType::Atom;
+                let key = walk(k, depth + 1, budget)?;
+                if matches!(key, Value::Array(_) | Value::Map(_)) {
+                    return Err(refuse("a map whose key is a list or map"));
+                }
+                entries.push((key, walk(v, depth + 1, budget)?));
+            }
+            if atom_keys {
+                check_collisions(&entries)?;
+            }
+            Ok(Value::Map(entries))
+        }
+        TermType::Tuple => Err(refuse("a tuple (store a list or a map instead)")),
+        TermType::Pid => Err(refuse("a pid")),
+        TermType::Port => Err(refuse("a port")),
+        TermType::Ref => Err(refuse("a reference")),
+        TermType::Fun => Err(refuse("a function")),
+        TermType::Unknown => Err(refuse("a term of unknown type")),
+    }
+}
+
+fn too_deep() -> Refusal {
+    Refusal::Error(Error::new(
+        ErrorKind::TooDeep,
+        format!("cannot store a value nested deeper than {MAX_DEPTH} levels"),
+    ))
+}
+
+/// Atom keys become text: `%{:a => 1, "a" => 2}` would lose an entry.
+fn check_collisions(entries: &[(Value, Value)]) -> Result<(), Refusal> {
+    let mut seen = HashSet::with_capacity(entries.len());
+    for (key, _) in entries {
+        if let Value::Str(s) = key {
+            if !seen.insert(s.as_str()) {
+                return Err(refuse(format!(
+                    "a map with both the atom :{s} and the string {s:?} as keys (atoms are stored as strings)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts a stored value back to a term.
+pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Result<Term<'a>, Error> {
+    Ok(match value {
+        Value::Nil => atom::nil().encode(env),
+        Value::Bool(b) => b.encode(env),
+        Value::Int(n) => n.encode(env),
+        Value::UInt(n) => n.encode(env),
+        Value::Float(f) if f.is_nan() => Atom::from_str(env, "nan").map_err(internal)?.encode(env),
+        Value::Float(f) if f.is_infinite() => {
+            let name = if *f > 0.0 { "infinity" } else { "neg_infinity" };
+            Atom::from_str(env, name).map_err(internal)?.encode(env)
+        }
+        Value::Float(f) => f.encode(env),
+        Value::Str(s) => binary(env, s.as_bytes())?,
+        Value::Bin(b) => binary(env, b)?,
+        Value::Array(items) => {
+            let terms = items
+                .iter()
+                .map(|item| to_term(env, item))
+                .collect::<Result<Vec<_>, _>>()?;
+            terms.encode(env)
+        }
+        Value::Map(entries) => {
+            let mut keys = Vec::with_capacity(entries.len());
+            let mut values = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                keys.push(to_term(env, k)?);
+                values.push(to_term(env, v)?);
+            }
+            Term::map_from_term_arrays(env, &keys, &values).map_err(|_| {
+                Error::new(ErrorKind::CorruptValue, "stored map has the same key twice")
+            })?
+        }
+    })
+}
+
+fn internal(_: rustler::Error) -> Error {
+    Error::new(ErrorKind::Internal, "could not make an atom")
+}
+
+pub fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Result<Term<'a>, Error> {
+    Ok(OwnedBinary::from_slice(bytes).release(env).encode(env))
+}

@@ -1,0 +1,244 @@
+defmodule LiteStashTest do
+  use ExUnit.Case, async: true
+
+  import LiteStash.Test.Helpers
+  alias LiteStash.Error
+
+  doctest LiteStash
+
+  @moduletag :tmp_dir
+
+  describe "the seed's usage example" do
+    test "runs verbatim on the default store name", %{tmp_dir: dir} do
+      {:ok, _pid} = LiteStash.start_link(data_dir: dir)
+      on_exit(fn -> stop_quietly(LiteStash) end)
+
+      :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
+      assert LiteStash.get("user:1001") == {:ok, %{"name" => "Alice", "score" => 99}}
+
+      :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
+      assert LiteStash.get("vec:1") == {:ok, [0.1, 0.5, 0.9]}
+    end
+  end
+
+  describe "get/2" do
+    test "a missing key is :not_found and a stored nil is {:ok, nil}", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert {:error, %Error{reason: :not_found, message: msg}} = LiteStash.get(s, "nope")
+      assert msg =~ "nope"
+      :ok = LiteStash.set(s, "nil", nil)
+      assert LiteStash.get(s, "nil") == {:ok, nil}
+    end
+
+    test "a key that is not a binary raises ArgumentError", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert_raise ArgumentError, ~r/must be a binary/, fn -> LiteStash.get(s, :atom_key) end
+      assert_raise ArgumentError, fn -> LiteStash.set(s, 1, "v") end
+    end
+
+    test "an invalid binary key gives :invalid_key", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      for key <- ["", String.duplicate("k", 1025), <<0xFF, 0xFE>>] do
+        assert {:error, %Error{reason: :invalid_key}} = LiteStash.get(s, key)
+        assert {:error, %Error{reason: :invalid_key}} = LiteStash.set(s, key, 1)
+      end
+
+      assert :ok = LiteStash.set(s, String.duplicate("k", 1024), 1)
+    end
+  end
+
+  describe "set!/3 and get!/2" do
+    test "return plain values and raise LiteStash.Error", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert LiteStash.set!(s, "a", 1) == :ok
+      assert LiteStash.get!(s, "a") == 1
+      assert_raise Error, ~r/not found/, fn -> LiteStash.get!(s, "missing") end
+      assert_raise Error, ~r/tuple/, fn -> LiteStash.set!(s, "a", {:tuple}) end
+    end
+  end
+
+  describe "delete/2, exists?/2, mset/2, mget/2, keys/1, count/1, clear/1" do
+    test "behave as documented", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert LiteStash.mset(s, %{"a" => 1, "b" => [2], "c" => %{"d" => 3}}) == :ok
+      assert LiteStash.mset(s, [{"e", 5}]) == :ok
+      assert LiteStash.mset(s, []) == :ok
+      assert LiteStash.mget(s, ["a", "b", "zz"]) == {:ok, %{"a" => 1, "b" => [2]}}
+      assert LiteStash.exists?(s, "c")
+      refute LiteStash.exists?(s, "zz")
+      assert {:ok, keys} = LiteStash.keys(s)
+      assert Enum.sort(keys) == ["a", "b", "c", "e"]
+      assert LiteStash.count(s) == {:ok, 4}
+      assert LiteStash.delete(s, "a") == :ok
+      assert LiteStash.delete(s, "a") == :ok
+      refute LiteStash.exists?(s, "a")
+      assert LiteStash.count(s) == {:ok, 3}
+      assert LiteStash.clear(s) == :ok
+      assert LiteStash.count(s) == {:ok, 0}
+    end
+
+    test "mset refuses the whole call when one pair is bad", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      assert {:error, %Error{reason: :unsupported_value}} =
+               LiteStash.mset(s, [{"ok1", 1}, {"bad", {1}}, {"ok2", 2}])
+
+      assert LiteStash.count(s) == {:ok, 0}
+      assert_raise ArgumentError, fn -> LiteStash.mset(s, [{:k, 1}]) end
+    end
+  end
+
+  @refused_labels [
+    "a tuple",
+    "a pid",
+    "a reference",
+    "a function",
+    "a port",
+    "an improper list",
+    "an integer above 2^64-1",
+    "an integer below -2^63",
+    "a bitstring",
+    "colliding map keys",
+    "a list as map key",
+    "a tuple inside a map"
+  ]
+
+  describe "refused values" do
+    for label <- @refused_labels do
+      test "#{label} gives :unsupported_value and keeps the earlier value", %{tmp_dir: dir} do
+        {_, term} = List.keyfind(refused_terms(), unquote(label), 0)
+        s = start_store!(dir)
+        :ok = LiteStash.set(s, "k", "earlier")
+
+        assert {:error, %Error{reason: :unsupported_value, message: msg}} =
+                 LiteStash.set(s, "k", term)
+
+        assert is_binary(msg) and msg != ""
+        assert {:error, %Error{reason: :unsupported_value}} = LiteStash.set(s, "new", term)
+        assert LiteStash.get(s, "k") == {:ok, "earlier"}
+        refute LiteStash.exists?(s, "new")
+      end
+    end
+
+    test "the integer bounds themselves are stored", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      for n <- [-9_223_372_036_854_775_808, 18_446_744_073_709_551_615] do
+        :ok = LiteStash.set(s, "n", n)
+        assert LiteStash.get(s, "n") == {:ok, n}
+      end
+    end
+  end
+
+  # Built at run time: pids, ports and references cannot be module attributes.
+  defp refused_terms do
+    [
+      {"a tuple", {1, 2}},
+      {"a pid", self()},
+      {"a reference", make_ref()},
+      {"a function", &Function.identity/1},
+      {"a port", Port.open({:spawn, "true"}, [])},
+      {"an improper list", [1 | 2]},
+      {"an integer above 2^64-1", 18_446_744_073_709_551_616},
+      {"an integer below -2^63", -9_223_372_036_854_775_809},
+      {"a bitstring", <<1::3>>},
+      {"colliding map keys", %{:a => 1, "a" => 2}},
+      {"a list as map key", %{[1] => 2}},
+      {"a tuple inside a map", %{"x" => [1, {2}]}}
+    ]
+  end
+
+  describe "start_link/1" do
+    test "unknown options and bad values raise ArgumentError naming them", %{tmp_dir: dir} do
+      assert_raise ArgumentError, ~r/unknown LiteStash option :dta_dir/, fn ->
+        LiteStash.start_link(dta_dir: dir)
+      end
+
+      assert_raise ArgumentError, ~r/:synchronous.*:sometimes/, fn ->
+        LiteStash.start_link(data_dir: dir, synchronous: :sometimes)
+      end
+
+      assert_raise ArgumentError, ~r/:name/, fn -> LiteStash.start_link(name: "str") end
+    end
+
+    test "a data dir that cannot be opened is an error naming the path", %{tmp_dir: dir} do
+      file = Path.join(dir, "plain_file")
+      File.write!(file, "not a dir")
+
+      assert {:error, %Error{reason: :not_a_directory, message: msg}} =
+               LiteStash.start_link(data_dir: file, name: :cannot_open)
+
+      assert msg =~ file
+      refute Process.whereis(:cannot_open)
+    end
+
+    test "a second store on an open data dir is refused", %{tmp_dir: dir} do
+      _s = start_store!(dir)
+
+      assert {:error, %Error{reason: :already_open, message: msg}} =
+               LiteStash.start_link(data_dir: dir, name: :second)
+
+      assert msg =~ "already open"
+    end
+
+    test "several named stores on different dirs run at once", %{tmp_dir: dir} do
+      a = start_store!(Path.join(dir, "a"))
+      b = start_store!(Path.join(dir, "b"))
+      :ok = LiteStash.set(a, "k", "in a")
+      :ok = LiteStash.set(b, "k", "in b")
+      assert LiteStash.get(a, "k") == {:ok, "in a"}
+      assert LiteStash.get(b, "k") == {:ok, "in b"}
+    end
+
+    test "stop and start on the same dir keeps everything", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      pairs = for i <- 1..500, into: %{}, do: {"key:#{i}", %{"i" => i, "s" => "v#{i}"}}
+      :ok = LiteStash.mset(s, pairs)
+      :ok = LiteStash.set(s, "last", [1.5, nil, true])
+      :ok = LiteStash.stop(s)
+      assert {:error, %Error{reason: :closed}} = LiteStash.get(s, "last")
+
+      s = start_store!(dir)
+      assert LiteStash.count(s) == {:ok, 501}
+      assert LiteStash.get(s, "last") == {:ok, [1.5, nil, true]}
+      assert LiteStash.mget(s, Map.keys(pairs)) == {:ok, pairs}
+    end
+
+    test "the pid works as the server too", %{tmp_dir: dir} do
+      {:ok, pid} = LiteStash.start_link(data_dir: dir, name: :by_pid)
+      on_exit(fn -> stop_quietly(:by_pid) end)
+      :ok = LiteStash.set(pid, "k", 1)
+      assert LiteStash.get(pid, "k") == {:ok, 1}
+    end
+  end
+
+  describe "concurrency" do
+    test "50 processes writing and reading different keys all see their values", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      1..50
+      |> Task.async_stream(
+        fn p ->
+          for i <- 1..40 do
+            key = "p#{p}:#{i}"
+            value = %{"p" => p, "i" => i, "blob" => :binary.copy(<<p>>, i)}
+            :ok = LiteStash.set(s, key, value)
+            {:ok, ^value} = LiteStash.get(s, key)
+          end
+
+          :done
+        end,
+        max_concurrency: 50,
+        timeout: 60_000
+      )
+      |> Enum.each(fn result -> assert result == {:ok, :done} end)
+
+      assert LiteStash.count(s) == {:ok, 2000}
+
+      for p <- 1..50, i <- [1, 40] do
+        assert {:ok, %{"p" => ^p, "i" => ^i}} = LiteStash.get(s, "p#{p}:#{i}")
+      end
+    end
+  end
+end
