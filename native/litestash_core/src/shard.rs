@@ -131,9 +131,7 @@ impl ShardFile {
             conn.pragma_update(None, "page_size", PAGE_SIZE)
                 .map_err(|e| self.err(e))?;
         }
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        let mode = self.enter_wal(&conn, options)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -155,6 +153,25 @@ impl ShardFile {
         }
         self.create_tables(&conn)?;
         Ok(conn)
+    }
+
+    /// Switches the file to WAL. SQLite answers "database is locked" at once,
+    /// without its busy handler, while another process creates the same
+    /// file, so this retries until the busy timeout.
+    fn enter_wal(&self, conn: &Connection, options: &Options) -> Result<String> {
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Ok(mode) => return Ok(mode),
+                Err(e) => {
+                    let err = self.err(e);
+                    if err.kind() != ErrorKind::Busy || std::time::Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
     }
 
     /// Creates whatever tables are missing and stamps a new file, in one
