@@ -112,6 +112,8 @@ defmodule LiteStash.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       elixirc_options: [warnings_as_errors: true],
       deps: [],
+      # :mnesia and :dets serve only `mix litestash.bench`, as peers to compare with.
+      xref: [exclude: [:mnesia, :dets]],
       description: description(),
       package: package(),
       source_url: @source_url,

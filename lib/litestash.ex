@@ -213,7 +213,17 @@ defmodule LiteStash do
   ## Writes
 
   @doc """
-  Stores `value` under `key` in the store `server` (default `LiteStash`).
+  Stores `value` under `key`.
+
+  Call it as `set(key, value)`, `set(key, value, opts)`,
+  `set(server, key, value)` or `set(server, key, value, opts)`; `server`
+  defaults to `LiteStash`.
+
+  ## Options
+
+    * `:ttl` - milliseconds until the key expires (a positive integer). From
+      then on it is invisible to every read, and a sweep deletes it. Without
+      `:ttl`, any earlier expiry of the key is cleared.
 
   Returns `:ok` once the write is committed, or `{:error, %LiteStash.Error{}}`:
   `:invalid_key`, `:unsupported_value`, `:value_too_large`, `:too_deep`
@@ -225,25 +235,51 @@ defmodule LiteStash do
       :ok
       iex> LiteStash.get(:doc_set, "user:1001")
       {:ok, %{"name" => "Alice", "score" => 99}}
+      iex> LiteStash.set(:doc_set, "session:1", %{"user" => 1001}, ttl: 60_000)
+      :ok
       iex> {:error, %LiteStash.Error{reason: :unsupported_value}} = LiteStash.set(:doc_set, "t", {1, 2})
       iex> LiteStash.stop(:doc_set)
       :ok
   """
-  @spec set(server(), key(), value()) :: :ok | {:error, Error.t()}
-  def set(server \\ __MODULE__, key, value) do
+  @spec set(server() | key(), key() | value(), value() | keyword(), keyword()) ::
+          :ok | {:error, Error.t()}
+  def set(server_or_key, key_or_value, value_or_opts \\ [], opts \\ [])
+
+  def set(key, value, opts, []) when is_binary(key) and is_list(opts),
+    do: do_set(__MODULE__, key, value, opts)
+
+  def set(server, key, value, opts), do: do_set(server, key, value, opts)
+
+  defp do_set(server, key, value, opts) do
     key = key!(key)
+    ttl = ttl_option!(opts)
 
     with {:ok, store} <- fetch(server) do
       write(
-        &Native.set(store, &1, key, value),
-        &Native.set_dirty(store, &1, key, value)
+        &Native.set(store, &1, key, value, {:set, ttl}),
+        &Native.set_dirty(store, &1, key, value, {:set, ttl})
       )
     end
   end
 
-  @doc "Like `set/3`, but returns `:ok` or raises `LiteStash.Error`."
-  @spec set!(server(), key(), value()) :: :ok
-  def set!(server \\ __MODULE__, key, value), do: bang!(set(server, key, value))
+  defp ttl_option!(opts) do
+    Enum.reduce(opts, nil, fn
+      {:ttl, ms}, _ when is_integer(ms) and ms > 0 ->
+        ms
+
+      {:ttl, ms}, _ ->
+        raise ArgumentError,
+              "invalid value for option :ttl: expected a positive integer of milliseconds, got: #{inspect(ms)}"
+
+      other, _ ->
+        raise ArgumentError, "unknown option #{inspect(other)} for LiteStash.set; known: :ttl"
+    end)
+  end
+
+  @doc "Like `set/4`, but returns `:ok` or raises `LiteStash.Error`."
+  @spec set!(server() | key(), key() | value(), value() | keyword(), keyword()) :: :ok
+  def set!(server_or_key, key_or_value, value_or_opts \\ [], opts \\ []),
+    do: bang!(set(server_or_key, key_or_value, value_or_opts, opts))
 
   @doc """
   Stores every `{key, value}` of `pairs` (a map or a list of pairs).
@@ -375,19 +411,285 @@ defmodule LiteStash do
     end
   end
 
-  @doc "Every stored key, in no particular order: `{:ok, [key]}`."
-  @spec keys(server()) :: {:ok, [key()]} | {:error, Error.t()}
-  def keys(server \\ __MODULE__) do
+  @doc """
+  The stored keys: `{:ok, [key]}`. With `prefix: "user:"` only the keys that
+  start with it, found through the key index (a range, not a scan).
+
+  Keys come shard by shard: in key order within each of the 16 shard files,
+  in no particular order across them. Expired keys are left out.
+  """
+  @spec keys(server() | keyword(), keyword()) :: {:ok, [key()]} | {:error, Error.t()}
+  def keys(server_or_opts \\ [], opts \\ [])
+  def keys(opts, []) when is_list(opts), do: keys(__MODULE__, opts)
+
+  def keys(server, opts) do
+    prefix = prefix_option!(opts, [])
+
     with {:ok, store} <- fetch(server) do
-      Native.keys(store)
+      Native.keys(store, prefix)
     end
   end
 
-  @doc "The number of stored keys: `{:ok, count}`."
-  @spec count(server()) :: {:ok, non_neg_integer()} | {:error, Error.t()}
-  def count(server \\ __MODULE__) do
+  @doc """
+  The number of stored, unexpired keys: `{:ok, count}`; with `prefix:`, of
+  the keys that start with it.
+  """
+  @spec count(server() | keyword(), keyword()) :: {:ok, non_neg_integer()} | {:error, Error.t()}
+  def count(server_or_opts \\ [], opts \\ [])
+  def count(opts, []) when is_list(opts), do: count(__MODULE__, opts)
+
+  def count(server, opts) do
+    prefix = prefix_option!(opts, [])
+
     with {:ok, store} <- fetch(server) do
-      Native.count(store)
+      Native.count(store, prefix)
+    end
+  end
+
+  @doc """
+  A lazy `Stream` of `{key, value}` over the whole store, or over the keys
+  that start with `prefix:`.
+
+  The stream reads one shard at a time, `chunk_size` rows per NIF call, so its
+  memory stays bounded whatever the store's size. Each shard is read in one
+  consistent snapshot (writes that commit during the walk of a shard are not
+  seen in it). Order: by key within a shard, unordered across the 16 shards.
+  Expired keys are left out. A read error raises `LiteStash.Error`.
+
+  ## Options
+
+    * `:prefix` - only keys that start with this string. Default `""` (all).
+    * `:chunk_size` - rows read per call. Default `500`.
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_stream)
+      iex> :ok = LiteStash.mset(:doc_stream, %{"user:1" => 1, "user:2" => 2, "other" => 3})
+      iex> LiteStash.stream(:doc_stream, prefix: "user:") |> Enum.sort()
+      [{"user:1", 1}, {"user:2", 2}]
+      iex> LiteStash.stop(:doc_stream)
+      :ok
+  """
+  @spec stream(server() | keyword(), keyword()) :: Enumerable.t()
+  def stream(server_or_opts \\ [], opts \\ [])
+  def stream(opts, []) when is_list(opts), do: stream(__MODULE__, opts)
+
+  def stream(server, opts) do
+    prefix = prefix_option!(opts, [:chunk_size])
+    chunk = Keyword.get(opts, :chunk_size, 500)
+
+    unless is_integer(chunk) and chunk > 0 do
+      raise ArgumentError,
+            "invalid value for option :chunk_size: expected a positive integer, got: #{inspect(chunk)}"
+    end
+
+    Stream.resource(
+      fn -> {fetch!(server), 0, nil} end,
+      &next_chunk(&1, prefix, chunk),
+      fn
+        {_store, _shard, nil} -> :ok
+        {_store, _shard, cursor} -> Native.snapshot_close(cursor)
+      end
+    )
+  end
+
+  @shards 16
+
+  defp next_chunk({store, @shards, nil}, _prefix, _chunk), do: {:halt, {store, @shards, nil}}
+
+  defp next_chunk({store, shard, nil}, prefix, chunk) do
+    case Native.snapshot_open(store, shard, prefix) do
+      {:ok, cursor} -> next_chunk({store, shard, cursor}, prefix, chunk)
+      {:error, error} -> raise error
+    end
+  end
+
+  defp next_chunk({store, shard, cursor}, _prefix, chunk) do
+    case Native.snapshot_next(cursor, chunk, true) do
+      {:ok, []} -> {[], {store, shard + 1, nil}}
+      {:ok, pairs} -> {pairs, {store, shard, cursor}}
+      {:error, error} -> raise error
+    end
+  end
+
+  defp prefix_option!(opts, also_allowed) do
+    Enum.reduce(opts, "", fn
+      {:prefix, prefix}, _ when is_binary(prefix) ->
+        prefix
+
+      {:prefix, prefix}, _ ->
+        raise ArgumentError,
+              "invalid value for option :prefix: expected a string, got: #{inspect(prefix)}"
+
+      {key, value}, acc ->
+        if key in also_allowed do
+          acc
+        else
+          raise ArgumentError, "unknown option #{inspect(key)} (with value #{inspect(value)})"
+        end
+    end)
+  end
+
+  ## Expiry
+
+  @doc """
+  Makes `key` expire `ms` milliseconds from now. Returns `:ok`, or
+  `{:error, %LiteStash.Error{reason: :not_found}}` when the key is not stored.
+  """
+  @spec expire(server(), key(), pos_integer()) :: :ok | {:error, Error.t()}
+  def expire(server \\ __MODULE__, key, ms) do
+    key = key!(key)
+
+    unless is_integer(ms) and ms > 0 do
+      raise ArgumentError,
+            "expire/3 takes a positive integer of milliseconds, got: #{inspect(ms)}"
+    end
+
+    with {:ok, store} <- fetch(server) do
+      write(&Native.expire(store, &1, key, ms), nil)
+    end
+  end
+
+  @doc """
+  Removes the expiry of `key`: it is kept until deleted. Returns `:ok`, or
+  `reason: :not_found` when the key is not stored.
+  """
+  @spec persist(server(), key()) :: :ok | {:error, Error.t()}
+  def persist(server \\ __MODULE__, key) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      write(&Native.expire(store, &1, key, nil), nil)
+    end
+  end
+
+  @doc """
+  The time `key` has left: `{:ok, ms}`, `{:ok, :infinity}` for a key without
+  expiry, or `reason: :not_found`.
+  """
+  @spec ttl(server(), key()) :: {:ok, non_neg_integer() | :infinity} | {:error, Error.t()}
+  def ttl(server \\ __MODULE__, key) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      Native.ttl(store, key)
+    end
+  end
+
+  ## Atomic read-modify-write
+
+  @doc """
+  Adds `by` (default 1) to the integer under `key` and returns the new value,
+  atomically: the read and the write happen in one transaction of the key's
+  shard writer, so concurrent increments never lose an update. An absent
+  key counts from 0; a key holding anything but an integer gives
+  `reason: :not_an_integer`, as does a result outside -2^63..2^63-1. The
+  key's expiry, if any, is kept.
+
+  Call it as `incr(key)`, `incr(key, by)`, `incr(server, key)` or
+  `incr(server, key, by)`.
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_incr)
+      iex> LiteStash.incr(:doc_incr, "hits")
+      {:ok, 1}
+      iex> LiteStash.incr(:doc_incr, "hits", 10)
+      {:ok, 11}
+      iex> LiteStash.stop(:doc_incr)
+      :ok
+  """
+  @spec incr(server() | key(), key() | integer(), integer()) ::
+          {:ok, integer()} | {:error, Error.t()}
+  def incr(server_or_key, key_or_by \\ 1, by \\ nil)
+  def incr(key, by, nil) when is_binary(key) and is_integer(by), do: do_incr(__MODULE__, key, by)
+  def incr(server, key, nil), do: do_incr(server, key, 1)
+  def incr(server, key, by), do: do_incr(server, key, by)
+
+  defp do_incr(server, key, by) do
+    key = key!(key)
+
+    unless is_integer(by) and by >= -9_223_372_036_854_775_808 and by <= 9_223_372_036_854_775_807 do
+      raise ArgumentError, "incr takes an integer in -2^63..2^63-1 to add, got: #{inspect(by)}"
+    end
+
+    with {:ok, store} <- fetch(server) do
+      write(&Native.incr(store, &1, key, by), nil)
+    end
+  end
+
+  @doc """
+  Stores `value` under `key` only if the key is absent (or expired).
+  Returns `:ok`, or `{:error, %LiteStash.Error{reason: :exists}}`.
+  """
+  @spec put_new(server(), key(), value()) :: :ok | {:error, Error.t()}
+  def put_new(server \\ __MODULE__, key, value) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      write(
+        &Native.set(store, &1, key, value, :put_new),
+        &Native.set_dirty(store, &1, key, value, :put_new)
+      )
+    end
+  end
+
+  @doc """
+  Stores `new` under `key` only if the stored value equals `expected`, in one
+  transaction of the key's shard writer. Values are compared by their
+  canonical MessagePack encoding: map order does not matter, types do (`1`
+  and `1.0` differ, atoms compare as their strings). An `expected` of `nil`
+  matches an absent key as well as a stored `nil`.
+
+  Returns `:ok`, or `{:error, %LiteStash.Error{reason: :mismatch}}`.
+  """
+  @spec compare_and_set(server(), key(), value(), value()) :: :ok | {:error, Error.t()}
+  def compare_and_set(server \\ __MODULE__, key, expected, new) do
+    key = key!(key)
+
+    with {:ok, store} <- fetch(server) do
+      write(
+        &Native.compare_and_set(store, &1, key, expected, new),
+        &Native.compare_and_set_dirty(store, &1, key, expected, new)
+      )
+    end
+  end
+
+  ## Backup and maintenance
+
+  @doc """
+  Copies a consistent image of every shard into `dest_dir` (which must not
+  exist or be empty) while the store keeps serving. Each shard file is
+  copied in one snapshot (SQLite's `VACUUM INTO`); shards are copied one
+  after another, so a write that spans shards may be in one copy and not
+  another. The copy opens as a LiteStash data dir.
+  """
+  @spec backup(server(), Path.t()) :: :ok | {:error, Error.t()}
+  def backup(server \\ __MODULE__, dest_dir) when is_binary(dest_dir) do
+    with {:ok, store} <- fetch(server) do
+      Native.backup(store, Path.expand(dest_dir))
+    end
+  end
+
+  @doc """
+  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n, wal_bytes: n}]}`.
+  A damaged shard has `keys: {:error, %LiteStash.Error{}}`.
+  """
+  @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
+  def info(server \\ __MODULE__) do
+    with {:ok, store} <- fetch(server) do
+      Native.info(store)
+    end
+  end
+
+  @doc """
+  Gives the space of deleted and expired rows back to the file system: each
+  shard's writer runs SQLite's incremental vacuum in steps of 256 pages
+  between its other writes, so the store keeps serving. A file created
+  without incremental vacuum (by an older writer) is converted first with
+  one full `VACUUM`, which holds that shard's writes for its duration.
+  Returns `:ok` when every shard is done.
+  """
+  @spec compact(server()) :: :ok | {:error, Error.t()}
+  def compact(server \\ __MODULE__) do
+    with {:ok, store} <- fetch(server) do
+      write(&Native.compact(store, &1), nil)
     end
   end
 
@@ -415,6 +717,13 @@ defmodule LiteStash do
 
   defp fetch(server) do
     raise ArgumentError, "a LiteStash server is a name (atom) or a pid, got: #{inspect(server)}"
+  end
+
+  defp fetch!(server) do
+    case fetch(server) do
+      {:ok, store} -> store
+      {:error, error} -> raise error
+    end
   end
 
   defp not_running(server) do

@@ -121,6 +121,25 @@ defmodule LiteStashTest do
       end
     end
 
+    test "values nested 512 levels round-trip on every scheduler; 513 are refused",
+         %{tmp_dir: dir} do
+      # A 512-deep value once overflowed a dirty scheduler's stack.
+      s = start_store!(dir)
+      list = Enum.reduce(1..512, "leaf", fn _, acc -> [acc] end)
+      map = Enum.reduce(1..512, 1, fn i, acc -> %{"k#{i}" => acc} end)
+      :ok = LiteStash.set(s, "list", list)
+      :ok = LiteStash.set(s, "map", map)
+      assert LiteStash.get(s, "list") == {:ok, list}
+      assert LiteStash.get(s, "map") == {:ok, map}
+      assert Enum.to_list(LiteStash.stream(s)) |> Map.new() == %{"list" => list, "map" => map}
+      assert {:error, %Error{reason: :too_deep}} = LiteStash.set(s, "deeper", [list])
+
+      assert {:error, %Error{reason: :too_deep}} =
+               LiteStash.set(s, "deep", Enum.reduce(1..200_000, [], &[&2 | [&1]]))
+
+      assert LiteStash.get(s, "list") == {:ok, list}
+    end
+
     test "the integer bounds themselves are stored", %{tmp_dir: dir} do
       s = start_store!(dir)
 

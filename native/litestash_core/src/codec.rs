@@ -7,6 +7,18 @@
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// Stack kept free before a recursive step; below it, [`deeper`] moves on
+/// to a new segment. Values nest 512 levels, and the threads we run on (a
+/// dirty scheduler has a few hundred KiB) must never overflow.
+const RED_ZONE: usize = 64 * 1024;
+const STACK_SEGMENT: usize = 1024 * 1024;
+
+/// Runs one level of a recursive walk, on a fresh stack segment when the
+/// current one runs low.
+pub fn deeper<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, f)
+}
+
 /// The largest encoded value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -170,7 +182,7 @@ fn encode_into(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<()> {
             }
             encode_len(out, items.len(), Some((0x90, 15)), 0xdc, 0xdd)?;
             for item in items {
-                encode_into(item, out, depth + 1)?;
+                deeper(|| encode_into(item, out, depth + 1))?;
             }
         }
         Value::Map(entries) => {
@@ -186,11 +198,39 @@ fn encode_into(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<()> {
                     ));
                 }
                 encode_into(k, out, depth + 1)?;
-                encode_into(v, out, depth + 1)?;
+                deeper(|| encode_into(v, out, depth + 1))?;
             }
         }
     }
     Ok(())
+}
+
+/// The encoding of `value` with every map's entries sorted by the bytes of
+/// their encoded keys: equal values (map order aside) give equal bytes.
+///
+/// # Errors
+/// As [`encode`].
+pub fn canonical(value: &Value) -> Result<Vec<u8>> {
+    fn sorted(value: &Value) -> Result<Value> {
+        Ok(match value {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| deeper(|| sorted(item)))
+                    .collect::<Result<_>>()?,
+            ),
+            Value::Map(entries) => {
+                let mut keyed = entries
+                    .iter()
+                    .map(|(k, v)| Ok((encode(k)?, k.clone(), deeper(|| sorted(v))?)))
+                    .collect::<Result<Vec<_>>>()?;
+                keyed.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+            }
+            other => other.clone(),
+        })
+    }
+    encode(&sorted(value)?)
 }
 
 /// Decodes contract MessagePack. Every byte must be consumed.
@@ -270,7 +310,7 @@ impl<'a> Reader<'a> {
         }
         let mut items = Vec::with_capacity(self.capacity(len, 1));
         for _ in 0..len {
-            items.push(self.value(depth + 1)?);
+            items.push(deeper(|| self.value(depth + 1))?);
         }
         Ok(Value::Array(items))
     }
@@ -282,11 +322,11 @@ impl<'a> Reader<'a> {
         let mut entries = Vec::with_capacity(self.capacity(len, 2));
         for _ in 0..len {
             let at = self.pos;
-            let k = self.value(depth + 1)?;
+            let k = deeper(|| self.value(depth + 1))?;
             if !k.is_scalar() {
                 return Err(corrupt(format!("map key at byte {at} is a list or map")));
             }
-            let v = self.value(depth + 1)?;
+            let v = deeper(|| self.value(depth + 1))?;
             entries.push((k, v));
         }
         Ok(Value::Map(entries))

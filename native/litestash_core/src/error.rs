@@ -50,6 +50,8 @@ pub enum ErrorKind {
     NotAnInteger,
     /// The key already exists (for conditional writes).
     Exists,
+    /// The stored value is not the expected one (for compare-and-set).
+    Mismatch,
     /// A bug in LiteStash: a panic was caught or an invariant broke.
     Internal,
 }
@@ -79,6 +81,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::NotAnInteger => "not_an_integer",
             ErrorKind::Exists => "exists",
+            ErrorKind::Mismatch => "mismatch",
             ErrorKind::Internal => "internal",
         }
     }

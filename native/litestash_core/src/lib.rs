@@ -16,6 +16,7 @@
 //! store.close();
 //! ```
 
+mod check;
 mod codec;
 mod error;
 mod key;
@@ -23,11 +24,12 @@ mod shard;
 mod store;
 mod writer;
 
-pub use codec::{decode, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
+pub use check::{inspect_dir, Depth, ShardReport};
+pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
 pub use error::{Error, ErrorKind, Result};
 pub use key::{
     key_hash, route, table_names, validate, Key, Route, MAX_KEY_BYTES, SHARDS, SHARD_COUNT,
 };
 pub use shard::{APPLICATION_ID, CONTRACT_VERSION};
-pub use store::{Options, Store, Synchronous};
+pub use store::{Options, ShardInfo, Snapshot, Store, Synchronous};
 pub use writer::{Outcome, Reply};

@@ -16,14 +16,41 @@ pub const CONTRACT_VERSION: i32 = 1;
 /// Page size for new files; measured in `bench/NOTES.md`.
 const PAGE_SIZE: u32 = 4096;
 
+/// The contract's optional expiry table (section 9).
+const EXPIRY_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS litestash_expiry (\n  key_hash VARCHAR NOT NULL PRIMARY KEY,\n  \
+     expires_at INTEGER NOT NULL\n);\n\
+     CREATE INDEX IF NOT EXISTS ix_litestash_expiry_expires_at ON litestash_expiry (expires_at);\n";
+
+/// Sets a key's expiry: `?1` key hash, `?2` Unix milliseconds.
+pub(crate) const EXPIRY_UPSERT: &str =
+    "INSERT INTO litestash_expiry (key_hash, expires_at) VALUES (?1, ?2) \
+     ON CONFLICT (key_hash) DO UPDATE SET expires_at = excluded.expires_at";
+
+/// Clears a key's expiry.
+pub(crate) const EXPIRY_DELETE: &str = "DELETE FROM litestash_expiry WHERE key_hash = ?1";
+
+/// Up to `?2` keys expired at `?1`.
+pub(crate) const EXPIRY_DUE: &str =
+    "SELECT key_hash FROM litestash_expiry WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+
+/// Whether any key has expired at `?1`.
+pub(crate) const EXPIRY_ANY_DUE: &str =
+    "SELECT EXISTS (SELECT 1 FROM litestash_expiry WHERE expires_at <= ?1)";
+
 /// The SQL of one table's statements, built once per shard.
 #[derive(Debug)]
 pub(crate) struct TableSql {
     pub upsert: String,
     pub delete: String,
+    /// The value and expiry of one key.
     pub select: String,
+    /// All rows, without the expiry join (when no key can have expired).
     pub count: String,
-    pub keys: String,
+    /// Live rows with keys in `[?1, ?2)`, now being `?3`.
+    pub count_live: String,
+    /// Up to `?3` rows with keys in `[?1, ?2)`, in key order, with expiry.
+    pub range: String,
     pub clear: String,
 }
 
@@ -37,9 +64,21 @@ impl TableSql {
                  timestamp = excluded.timestamp, microsecond = excluded.microsecond"
             ),
             delete: format!("DELETE FROM \"{table}\" WHERE key_hash = ?1"),
-            select: format!("SELECT value FROM \"{table}\" WHERE key_hash = ?1"),
+            select: format!(
+                "SELECT t.value, e.expires_at FROM \"{table}\" AS t \
+                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash WHERE t.key_hash = ?1"
+            ),
             count: format!("SELECT count(*) FROM \"{table}\""),
-            keys: format!("SELECT \"key\" FROM \"{table}\""),
+            count_live: format!(
+                "SELECT count(*) FROM \"{table}\" AS t \
+                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
+                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 AND (e.expires_at IS NULL OR e.expires_at > ?3)"
+            ),
+            range: format!(
+                "SELECT t.\"key\", t.value, e.expires_at FROM \"{table}\" AS t \
+                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
+                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT ?3"
+            ),
             clear: format!("DELETE FROM \"{table}\""),
         }
     }
@@ -83,7 +122,7 @@ impl ShardFile {
         )
     }
 
-    fn connect(&self, options: &Options) -> Result<Connection> {
+    pub(crate) fn connect(&self, options: &Options) -> Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -128,7 +167,10 @@ impl ShardFile {
         }
         let conn = self.connect(options)?;
         if self.identify(&conn)? == Identity::Empty {
+            // Both only take effect before the first table is created.
             conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .map_err(|e| self.err(e))?;
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
                 .map_err(|e| self.err(e))?;
         }
         let mode = self.enter_wal(&conn, options)?;
@@ -186,6 +228,7 @@ impl ShardFile {
             for table in table_names(self.index) {
                 ddl.push_str(&TableSql::ddl(table));
             }
+            ddl.push_str(EXPIRY_DDL);
             ddl.push_str(&format!(
                 "PRAGMA application_id = {APPLICATION_ID};\nPRAGMA user_version = {CONTRACT_VERSION};"
             ));

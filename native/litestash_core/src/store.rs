@@ -1,14 +1,15 @@
 //! The 16 shards of a data dir behind one handle.
 
-use crate::codec::{decode, encode, Value};
+use crate::codec::{canonical, decode, encode, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, SHARD_COUNT};
 use crate::shard::ShardFile;
-use crate::writer::{self, Job, Message, Op, Outcome, Reply, Row};
+use crate::shard::EXPIRY_ANY_DUE;
+use crate::writer::{self, now_ms, Job, Message, Op, Outcome, Reply, Row, Target};
 use crossbeam_channel::Sender;
 use once_cell::sync::Lazy;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,10 @@ pub struct Options {
     pub truncate_pages: i32,
     /// Idle read connections kept per shard.
     pub readers_per_shard: usize,
+    /// How often each writer sweeps expired keys when nothing is due sooner.
+    pub sweep_interval: Duration,
+    /// Most expired keys deleted in one sweep transaction.
+    pub sweep_batch: usize,
     /// Caps every shard file at this many pages: a test's stand-in for a
     /// full disk. `None` in production.
     pub max_page_count: Option<i64>,
@@ -67,6 +72,8 @@ impl Default for Options {
             checkpoint_pages: 2000,
             truncate_pages: 12000,
             readers_per_shard: 16,
+            sweep_interval: Duration::from_secs(1),
+            sweep_batch: 500,
             max_page_count: None,
         }
     }
@@ -254,20 +261,49 @@ impl Store {
         result
     }
 
-    fn lookup(file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<Value>> {
-        let found = conn
-            .prepare_cached(&file.tables[key.route.table].select)
+    /// The stored bytes and expiry of `key`, read on `conn`.
+    fn fetch(file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<StoredRow>> {
+        conn.prepare_cached(&file.tables[key.route.table].select)
             .and_then(|mut stmt| {
-                stmt.query_row([&key.hash], |row| Ok(column_value(row.get_ref(0)?)))
-                    .optional()
+                stmt.query_row([&key.hash], |row| {
+                    Ok((value_bytes(row.get_ref(0)?), row.get(1)?))
+                })
+                .optional()
             })
-            .map_err(|e| file.err(e))?;
-        found
-            .transpose()
+            .map_err(|e| file.err(e))
+    }
+
+    /// The live row of `key`: `None` when absent or expired. An expired key
+    /// is handed to its writer for deletion.
+    fn live(&self, file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<StoredRow>> {
+        match Store::fetch(file, conn, key)? {
+            Some((_, Some(at))) if at <= now_ms() => {
+                let _ = self.submit(
+                    key.route.shard,
+                    Op::DeleteExpired(target(key)),
+                    Reply::ignore(),
+                );
+                Ok(None)
+            }
+            found => Ok(found),
+        }
+    }
+
+    fn lookup(&self, file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<Value>> {
+        let Some((bytes, _)) = self.live(file, conn, key)? else {
+            return Ok(None);
+        };
+        let value = match bytes {
+            Ok(Some(bytes)) => decode(&bytes),
+            Ok(None) => Ok(Value::Nil),
+            Err(e) => Err(e),
+        };
+        value
+            .map(Some)
             .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", key.text, e.message())))
     }
 
-    /// The value of `key`, or `None` when it is not stored.
+    /// The value of `key`, or `None` when it is not stored (or has expired).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::CorruptValue`] for a stored
@@ -275,21 +311,31 @@ impl Store {
     /// the SQLite errors of the key's shard.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let key = Key::new(key)?;
-        self.read(key.route.shard, |file, conn| {
-            Store::lookup(file, conn, &key)
-        })
+        self.read(key.route.shard, |file, conn| self.lookup(file, conn, &key))
     }
 
-    /// Whether `key` is stored.
+    /// Whether `key` is stored and not expired.
     ///
     /// # Errors
     /// As [`Store::get`], but a corrupt value still counts as stored.
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
         let key = Key::new(key)?;
         self.read(key.route.shard, |file, conn| {
-            conn.prepare_cached(&file.tables[key.route.table].select)
-                .and_then(|mut stmt| stmt.exists([&key.hash]))
-                .map_err(|e| file.err(e))
+            Ok(self.live(file, conn, &key)?.is_some())
+        })
+    }
+
+    /// The time to live of `key` in milliseconds: `Some(None)` when it
+    /// never expires, `None` when it is not stored.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn ttl(&self, key: &[u8]) -> Result<Option<Option<i64>>> {
+        let key = Key::new(key)?;
+        self.read(key.route.shard, |file, conn| {
+            Ok(self
+                .live(file, conn, &key)?
+                .map(|(_, at)| at.map(|at| (at - now_ms()).max(0))))
         })
     }
 
@@ -311,7 +357,7 @@ impl Store {
             }
             self.read(shard, |file, conn| {
                 for &i in positions {
-                    out[i] = Store::lookup(file, conn, &keys[i])?;
+                    out[i] = self.lookup(file, conn, &keys[i])?;
                 }
                 Ok(())
             })?;
@@ -319,49 +365,174 @@ impl Store {
         Ok(out)
     }
 
-    /// Every stored key, shard by shard (no order across shards).
+    /// Every live key that starts with `prefix` (`""` for all), shard by
+    /// shard; in key order within a shard, no order across shards.
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] and the SQLite errors of any shard.
-    pub fn keys(&self) -> Result<Vec<String>> {
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         let mut keys = Vec::new();
         for shard in 0..SHARD_COUNT {
-            self.read(shard, |file, conn| {
-                for table in &file.tables {
-                    let mut stmt = conn.prepare_cached(&table.keys).map_err(|e| file.err(e))?;
-                    let rows = stmt
-                        .query_map([], |row| row.get::<_, Option<String>>(0))
-                        .map_err(|e| file.err(e))?;
-                    for key in rows {
-                        keys.extend(key.map_err(|e| file.err(e))?);
-                    }
+            let mut snapshot = self.snapshot(shard, prefix)?;
+            loop {
+                let chunk = snapshot.next_keys(1000)?;
+                if chunk.is_empty() {
+                    break;
                 }
-                Ok(())
-            })?;
+                keys.extend(chunk);
+            }
         }
         Ok(keys)
     }
 
-    /// The number of stored keys.
+    /// The number of live keys that start with `prefix` (`""` for all).
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] and the SQLite errors of any shard.
-    pub fn count(&self) -> Result<u64> {
+    pub fn count(&self, prefix: &str) -> Result<u64> {
+        let (low, high) = bounds(prefix);
         let mut total = 0u64;
         for shard in 0..SHARD_COUNT {
             total += self.read(shard, |file, conn| {
+                let now = now_ms();
+                let any_due: bool = conn
+                    .prepare_cached(EXPIRY_ANY_DUE)
+                    .and_then(|mut s| s.query_row([now], |r| r.get(0)))
+                    .map_err(|e| file.err(e))?;
                 let mut n = 0u64;
                 for table in &file.tables {
-                    let c: i64 = conn
-                        .prepare_cached(&table.count)
-                        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                        .map_err(|e| file.err(e))?;
+                    let c: i64 = if prefix.is_empty() && !any_due {
+                        conn.prepare_cached(&table.count)
+                            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    } else {
+                        conn.prepare_cached(&table.count_live)
+                            .and_then(|mut s| s.query_row(params![low, high, now], |r| r.get(0)))
+                    }
+                    .map_err(|e| file.err(e))?;
                     n += c.max(0) as u64;
                 }
                 Ok(n)
             })?;
         }
         Ok(total)
+    }
+
+    /// A consistent snapshot of shard `shard` (an index into
+    /// [`crate::SHARDS`]) to walk the live keys starting with `prefix` in
+    /// key order, a chunk at a time. It holds one read transaction open
+    /// until dropped.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`], a broken shard's error, SQLite errors.
+    pub fn snapshot(&self, shard: usize, prefix: &str) -> Result<Snapshot> {
+        self.check_open()?;
+        let file = match self.shards.get(shard) {
+            Some(Shard::Ready { file, .. }) => Arc::clone(file),
+            Some(Shard::Broken(e)) => return Err(e.clone()),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("there is no shard {shard}"),
+                ))
+            }
+        };
+        let conn = file.open_reader(&self.options)?;
+        conn.execute_batch("BEGIN").map_err(|e| file.err(e))?;
+        let (low, high) = bounds(prefix);
+        Ok(Snapshot {
+            file,
+            conn,
+            now: now_ms(),
+            next: vec![low; crate::key::TABLES_PER_SHARD],
+            high,
+            done: [false; crate::key::TABLES_PER_SHARD],
+        })
+    }
+
+    /// Per-shard figures: live keys, file and WAL sizes in bytes.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`]; a broken shard is reported in its entry.
+    pub fn info(&self) -> Result<Vec<ShardInfo>> {
+        self.check_open()?;
+        let mut out = Vec::with_capacity(SHARD_COUNT);
+        for (index, shard) in self.shards.iter().enumerate() {
+            let path = crate::shard::ShardFile::new(&self.dir, index).path;
+            let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            let keys = match shard {
+                Shard::Ready { .. } => self.count_shard(index).map_err(|e| e.message().to_owned()),
+                Shard::Broken(e) => Err(e.message().to_owned()),
+            };
+            out.push(ShardInfo {
+                shard: crate::key::SHARDS[index],
+                keys,
+                file_bytes: size(&path),
+                wal_bytes: size(Path::new(&wal)),
+            });
+        }
+        Ok(out)
+    }
+
+    fn count_shard(&self, shard: usize) -> Result<u64> {
+        let mut snapshot = self.snapshot(shard, "")?;
+        let mut n = 0u64;
+        loop {
+            let chunk = snapshot.next_keys(4096)?;
+            if chunk.is_empty() {
+                return Ok(n);
+            }
+            n += chunk.len() as u64;
+        }
+    }
+
+    /// Copies a consistent image of every shard (each in its own snapshot,
+    /// taken while writes go on) into `dest`, which must not exist or be
+    /// empty. The copy is a LiteStash data dir.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a `dest` that is not empty; I/O and
+    /// SQLite errors naming the file.
+    pub fn backup(&self, dest: &Path) -> Result<()> {
+        self.check_open()?;
+        if dest.exists()
+            && std::fs::read_dir(dest)
+                .map_err(|e| Error::io(&e, &dest.display().to_string()))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}: the backup destination must be empty or not exist",
+                    dest.display()
+                ),
+            ));
+        }
+        for index in 0..SHARD_COUNT {
+            let target = ShardFile::new(dest, index).path;
+            let dir = target.parent().unwrap_or(dest);
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(&e, &dir.display().to_string()))?;
+            let target_text = target.to_str().ok_or_else(|| {
+                Error::new(ErrorKind::InvalidArgument, "the backup path is not UTF-8")
+            })?;
+            let file = match &self.shards[index] {
+                Shard::Ready { file, .. } => file,
+                Shard::Broken(e) => return Err(e.clone()),
+            };
+            // Not a pooled reader: those are query_only, and VACUUM INTO
+            // counts as a write.
+            let conn = file.connect(&self.options)?;
+            conn.execute("VACUUM INTO ?1", [target_text])
+                .map_err(|e| file.err(e))?;
+            // VACUUM INTO writes a rollback-journal file; the contract's
+            // files are WAL.
+            let copy = Connection::open(&target).map_err(|e| Error::sqlite(e, target_text))?;
+            copy.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+                .map_err(|e| Error::sqlite(e, target_text))?;
+        }
+        Ok(())
     }
 
     fn writer(&self, index: usize) -> Result<&Sender<Message>> {
@@ -390,17 +561,24 @@ impl Store {
         sent
     }
 
-    /// Queues the write of `value` under `key`; `reply` hears the result once
-    /// it is committed.
+    /// Queues the write of `value` under `key`, expiring `ttl_ms`
+    /// milliseconds from now when given (else clearing any expiry); `reply`
+    /// hears the result once it is committed.
     ///
     /// # Errors
     /// Refusals found before queueing: [`ErrorKind::InvalidKey`], value
     /// errors from [`encode`], [`ErrorKind::Closed`]. Then `reply` is not called.
-    pub fn set_async(&self, key: &[u8], value: &Value, reply: Reply) -> Result<()> {
+    pub fn set_async(
+        &self,
+        key: &[u8],
+        value: &Value,
+        ttl_ms: Option<u64>,
+        reply: Reply,
+    ) -> Result<()> {
         let key = Key::new(key)?;
-        let value = encode(value)?;
-        let shard = key.route.shard;
-        self.submit(shard, Op::Put(vec![row(key, value)]), reply)
+        let row = row(key, encode(value)?, ttl_ms.map(expires_at));
+        let shard = crate::key::route(&row.hash)?.shard;
+        self.submit(shard, Op::Put(vec![row]), reply)
     }
 
     /// Queues the write of every pair, atomic per shard file; every pair is
@@ -413,8 +591,8 @@ impl Store {
         let mut by_shard: Vec<Vec<Row>> = (0..SHARD_COUNT).map(|_| Vec::new()).collect();
         for (key, value) in pairs {
             let key = Key::new(key)?;
-            let value = encode(value)?;
-            by_shard[key.route.shard].push(row(key, value));
+            let shard = key.route.shard;
+            by_shard[shard].push(row(key, encode(value)?, None));
         }
         let ops = by_shard
             .into_iter()
@@ -431,11 +609,68 @@ impl Store {
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::Closed`].
     pub fn delete_async(&self, key: &[u8], reply: Reply) -> Result<()> {
         let key = Key::new(key)?;
-        let op = Op::Delete {
-            table: key.route.table,
-            hash: key.hash,
-        };
+        self.submit(key.route.shard, Op::Delete(target(&key)), reply)
+    }
+
+    /// Queues setting (`Some(ms)` from now) or clearing (`None`) the expiry
+    /// of a stored key; `reply` hears [`ErrorKind::NotFound`] for a key that
+    /// is not stored.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidKey`], [`ErrorKind::Closed`].
+    pub fn expire_async(&self, key: &[u8], ttl_ms: Option<u64>, reply: Reply) -> Result<()> {
+        let key = Key::new(key)?;
+        let op = Op::Expire(target(&key), ttl_ms.map(expires_at));
         self.submit(key.route.shard, op, reply)
+    }
+
+    /// Queues adding `by` to the integer under `key` (an absent key counts
+    /// from 0) in one transaction of the shard's writer; `reply` hears
+    /// `Outcome::Integer(new value)` or [`ErrorKind::NotAnInteger`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidKey`], [`ErrorKind::Closed`].
+    pub fn incr_async(&self, key: &[u8], by: i64, reply: Reply) -> Result<()> {
+        let key = Key::new(key)?;
+        self.submit(key.route.shard, Op::Incr(target(&key), by), reply)
+    }
+
+    /// Queues writing `value` only if `key` is absent; `reply` hears
+    /// [`ErrorKind::Exists`] otherwise.
+    ///
+    /// # Errors
+    /// As [`Store::set_async`].
+    pub fn put_new_async(&self, key: &[u8], value: &Value, reply: Reply) -> Result<()> {
+        let key = Key::new(key)?;
+        let shard = key.route.shard;
+        self.submit(shard, Op::PutNew(row(key, encode(value)?, None)), reply)
+    }
+
+    /// Queues writing `new` only if the stored value equals `expected`
+    /// (compared by canonical encoding: map order does not matter, `1` and
+    /// `1.0` differ). An `expected` of nil matches an absent key and a stored
+    /// nil. `reply` hears [`ErrorKind::Mismatch`] otherwise.
+    ///
+    /// # Errors
+    /// As [`Store::set_async`], for either value.
+    pub fn compare_and_set_async(
+        &self,
+        key: &[u8],
+        expected: &Value,
+        new: &Value,
+        reply: Reply,
+    ) -> Result<()> {
+        let key = Key::new(key)?;
+        let expected = match expected {
+            Value::Nil => None,
+            other => Some(canonical(other)?),
+        };
+        let shard = key.route.shard;
+        self.submit(
+            shard,
+            Op::CompareAndSet(row(key, encode(new)?, None), expected),
+            reply,
+        )
     }
 
     /// Queues the removal of every key of every shard.
@@ -444,6 +679,16 @@ impl Store {
     /// [`ErrorKind::Closed`], or a broken shard's error.
     pub fn clear_async(&self, reply: Reply) -> Result<()> {
         let ops = (0..SHARD_COUNT).map(|shard| (shard, Op::Clear)).collect();
+        self.fan_out(ops, reply)
+    }
+
+    /// Queues giving the space of deleted rows back to the file system, on
+    /// every shard, in bounded steps between the writers' other work.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`], or a broken shard's error.
+    pub fn compact_async(&self, reply: Reply) -> Result<()> {
+        let ops = (0..SHARD_COUNT).map(|shard| (shard, Op::Compact)).collect();
         self.fan_out(ops, reply)
     }
 
@@ -477,7 +722,7 @@ impl Store {
     /// # Errors
     /// As [`Store::set_async`], and any error of the commit.
     pub fn set(&self, key: &[u8], value: &Value) -> Result<()> {
-        wait(|reply| self.set_async(key, value, reply))
+        wait(|reply| self.set_async(key, value, None, reply)).map(|_| ())
     }
 
     /// Writes every pair (atomic per shard file) and waits for the commits.
@@ -485,7 +730,7 @@ impl Store {
     /// # Errors
     /// As [`Store::set_many_async`], and any error of the commits.
     pub fn set_many(&self, pairs: &[(&[u8], &Value)]) -> Result<()> {
-        wait(|reply| self.set_many_async(pairs, reply))
+        wait(|reply| self.set_many_async(pairs, reply)).map(|_| ())
     }
 
     /// Deletes `key` and waits for the commit.
@@ -493,7 +738,7 @@ impl Store {
     /// # Errors
     /// As [`Store::delete_async`], and any error of the commit.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        wait(|reply| self.delete_async(key, reply))
+        wait(|reply| self.delete_async(key, reply)).map(|_| ())
     }
 
     /// Removes every key and waits for the commits.
@@ -501,7 +746,29 @@ impl Store {
     /// # Errors
     /// As [`Store::clear_async`], and any error of the commits.
     pub fn clear(&self) -> Result<()> {
-        wait(|reply| self.clear_async(reply))
+        wait(|reply| self.clear_async(reply)).map(|_| ())
+    }
+
+    /// Adds `by` to the integer under `key` and waits: the new value.
+    ///
+    /// # Errors
+    /// As [`Store::incr_async`], and [`ErrorKind::NotAnInteger`].
+    pub fn incr(&self, key: &[u8], by: i64) -> Result<i64> {
+        match wait(|reply| self.incr_async(key, by, reply))? {
+            Outcome::Integer(n) => Ok(n),
+            other => Err(Error::new(
+                ErrorKind::Internal,
+                format!("incr answered {other:?}"),
+            )),
+        }
+    }
+
+    /// Compacts every shard and waits.
+    ///
+    /// # Errors
+    /// As [`Store::compact_async`].
+    pub fn compact(&self) -> Result<()> {
+        wait(|reply| self.compact_async(reply)).map(|_| ())
     }
 
     /// Commits everything queued, stops the writers, closes every file and
@@ -536,24 +803,190 @@ impl Drop for Store {
     }
 }
 
-fn row(key: Key, value: Vec<u8>) -> Row {
+fn row(key: Key, value: Vec<u8>, expires_at: Option<i64>) -> Row {
     Row {
         table: key.route.table,
         hash: key.hash,
         key: key.text,
         value,
+        expires_at,
     }
 }
 
-/// A stored column as a value: a BLOB is MessagePack, NULL is nil.
-fn column_value(column: ValueRef<'_>) -> Result<Value> {
+fn target(key: &Key) -> Target {
+    Target {
+        table: key.route.table,
+        hash: key.hash.clone(),
+        key: key.text.clone(),
+    }
+}
+
+/// Unix milliseconds `ttl_ms` from now.
+fn expires_at(ttl_ms: u64) -> i64 {
+    now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+}
+
+/// The key range `[low, high)` of the keys that start with `prefix`. Keys
+/// compare as bytes; no UTF-8 byte is 0xFF, so the prefix with its last
+/// byte raised bounds it from above. For `""` the bound is an empty BLOB,
+/// which sorts after every text.
+fn bounds(prefix: &str) -> (SqlBound, SqlBound) {
+    let low = SqlBound::Text(prefix.as_bytes().to_vec());
+    let high = match prefix.as_bytes().split_last() {
+        None => SqlBound::AfterAllText,
+        Some((last, head)) => {
+            let mut bytes = head.to_vec();
+            bytes.push(last.saturating_add(1));
+            SqlBound::Text(bytes)
+        }
+    };
+    (low, high)
+}
+
+/// A bound of a key range, bound as TEXT (possibly not UTF-8) or as BLOB.
+#[derive(Debug, Clone)]
+enum SqlBound {
+    Text(Vec<u8>),
+    AfterAllText,
+}
+
+impl rusqlite::ToSql for SqlBound {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            SqlBound::Text(bytes) => ValueRef::Text(bytes),
+            SqlBound::AfterAllText => ValueRef::Blob(&[]),
+        }))
+    }
+}
+
+/// Live figures of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardInfo {
+    /// The shard's name.
+    pub shard: &'static str,
+    /// Live keys, or why they could not be counted.
+    pub keys: std::result::Result<u64, String>,
+    /// Size of the `.db` file.
+    pub file_bytes: u64,
+    /// Size of its `-wal` file.
+    pub wal_bytes: u64,
+}
+
+/// A consistent snapshot of one shard, walked in key order a chunk at a
+/// time (see [`Store::snapshot`]).
+pub struct Snapshot {
+    file: Arc<ShardFile>,
+    conn: Connection,
+    now: i64,
+    /// Per table, the lowest key not yet returned.
+    next: Vec<SqlBound>,
+    high: SqlBound,
+    done: [bool; crate::key::TABLES_PER_SHARD],
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("file", &self.file.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Up to `limit` live `(key, value)` pairs after the last ones returned,
+    /// in key order; empty when the walk is over.
+    ///
+    /// # Errors
+    /// SQLite errors; [`ErrorKind::CorruptValue`] naming the key.
+    pub fn next_pairs(&mut self, limit: usize) -> Result<Vec<(String, Value)>> {
+        self.next_rows(limit)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let value = bytes
+                    .and_then(|b| b.map_or(Ok(Value::Nil), |b| decode(&b)))
+                    .map_err(|e| Error::new(e.kind(), format!("key {key:?}: {}", e.message())))?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
+    /// Like [`Snapshot::next_pairs`], keys only.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn next_keys(&mut self, limit: usize) -> Result<Vec<String>> {
+        Ok(self.next_rows(limit)?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Merges the 4 tables' next rows in key order.
+    #[allow(clippy::type_complexity)]
+    fn next_rows(&mut self, limit: usize) -> Result<Vec<(String, Result<Option<Vec<u8>>>)>> {
+        let limit = limit.max(1);
+        let mut merged: Vec<(String, Result<Option<Vec<u8>>>)> = Vec::new();
+        for table in 0..crate::key::TABLES_PER_SHARD {
+            if self.done[table] {
+                continue;
+            }
+            let mut stmt = self
+                .conn
+                .prepare_cached(&self.file.tables[table].range)
+                .map_err(|e| self.file.err(e))?;
+            let rows = stmt
+                .query_map(params![self.next[table], self.high, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        value_bytes(r.get_ref(1)?),
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })
+                .map_err(|e| self.file.err(e))?;
+            let mut n = 0;
+            for row in rows {
+                let (key, value, expires) = row.map_err(|e| self.file.err(e))?;
+                n += 1;
+                if expires.map_or(true, |at| at > self.now) {
+                    merged.push((key, value));
+                }
+            }
+            if n < limit {
+                self.done[table] = true;
+            }
+        }
+        merged.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        merged.truncate(limit);
+        // Every table resumes after the last key returned; a table that
+        // returned keys beyond it reads them again next time.
+        if merged.len() == limit {
+            if let Some((last, _)) = merged.last() {
+                let mut after = last.as_bytes().to_vec();
+                after.push(0);
+                for (table, next) in self.next.iter_mut().enumerate() {
+                    *next = SqlBound::Text(after.clone());
+                    let _ = table;
+                }
+                self.done = [false; crate::key::TABLES_PER_SHARD];
+            }
+        } else {
+            self.done = [true; crate::key::TABLES_PER_SHARD];
+        }
+        Ok(merged)
+    }
+}
+
+/// A key's stored value column (its bytes, `None` for NULL, or why it is
+/// unreadable) and its expiry in Unix milliseconds.
+type StoredRow = (Result<Option<Vec<u8>>>, Option<i64>);
+
+/// The bytes of a stored `value` column: a BLOB, or `None` for NULL (nil).
+/// Any other type is a foreign writer's mistake, reported for that key only.
+fn value_bytes(column: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
     match column {
-        ValueRef::Blob(bytes) => decode(bytes),
-        ValueRef::Null => Ok(Value::Nil),
+        ValueRef::Blob(bytes) => Ok(Some(bytes.to_vec())),
+        ValueRef::Null => Ok(None),
         other => Err(Error::new(
             ErrorKind::CorruptValue,
             format!(
-                "the value column holds {:?}, not a MessagePack BLOB",
+                "the value column holds {}, not a MessagePack BLOB",
                 other.data_type()
             ),
         )),
@@ -585,12 +1018,10 @@ impl Gather {
 }
 
 /// Runs an async write and blocks until its reply.
-fn wait(start: impl FnOnce(Reply) -> Result<()>) -> Result<()> {
+fn wait(start: impl FnOnce(Reply) -> Result<()>) -> Result<Outcome> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     start(Reply::new(move |result| {
         let _ = tx.send(result);
     }))?;
-    rx.recv()
-        .unwrap_or_else(|_| Err(Error::closed()))
-        .map(|_| ())
+    rx.recv().unwrap_or_else(|_| Err(Error::closed()))
 }

@@ -1,16 +1,18 @@
 //! The one writer of a shard: a thread that drains its queue into one
 //! transaction per batch ("group commit"), answers every caller after the
-//! commit, and checkpoints the WAL off the callers' path.
+//! commit, sweeps expired keys in bounded steps, compacts on request, and
+//! checkpoints the WAL off the callers' path.
 
+use crate::codec::{canonical, decode, encode, Value};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shard::ShardFile;
+use crate::shard::{ShardFile, EXPIRY_DELETE, EXPIRY_DUE, EXPIRY_UPSERT};
 use crate::store::Options;
-use crossbeam_channel::{Receiver, Sender};
-use rusqlite::{params, Connection};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What a finished write reports.
 #[non_exhaustive]
@@ -18,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum Outcome {
     /// The write is committed.
     Done,
+    /// The write is committed and produced this integer (`incr`).
+    Integer(i64),
 }
 
 /// A callback that receives the result of a queued write.
@@ -36,6 +40,11 @@ impl Reply {
         Reply {
             callback: Some(Box::new(callback)),
         }
+    }
+
+    /// A reply nobody waits for (lazy deletes of expired keys).
+    pub(crate) fn ignore() -> Reply {
+        Reply { callback: None }
     }
 
     /// Answers the caller.
@@ -76,20 +85,42 @@ pub(crate) struct Row {
     pub hash: String,
     pub key: String,
     pub value: Vec<u8>,
+    /// Unix milliseconds the key expires at; `None` clears any expiry.
+    pub expires_at: Option<i64>,
+}
+
+/// Where a key's row lives.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub table: usize,
+    pub hash: String,
+    pub key: String,
 }
 
 /// A write, applied atomically in the shard's file.
 #[derive(Debug)]
 pub(crate) enum Op {
     Put(Vec<Row>),
-    Delete { table: usize, hash: String },
+    Delete(Target),
+    /// Deletes the key only if it has expired (a read found it so).
+    DeleteExpired(Target),
+    /// Sets (`Some`) or clears (`None`) the expiry of a live key.
+    Expire(Target, Option<i64>),
+    Incr(Target, i64),
+    PutNew(Row),
+    /// Writes `row` only if the stored value equals `expected` (canonical
+    /// encoding; `None` for nil or absent).
+    CompareAndSet(Row, Option<Vec<u8>>),
     Clear,
+    /// Gives free pages back to the file system, in bounded steps.
+    Compact,
 }
 
 impl Op {
     fn weight(&self) -> usize {
         match self {
             Op::Put(rows) => rows.iter().map(|r| r.value.len() + r.key.len() + 96).sum(),
+            Op::PutNew(row) | Op::CompareAndSet(row, _) => row.value.len() + row.key.len() + 96,
             _ => 96,
         }
     }
@@ -104,6 +135,13 @@ pub(crate) enum Message {
     Job(Job),
     /// Commit everything queued so far, then stop.
     Shutdown,
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Starts the writer thread of `file` on `conn`.
@@ -128,6 +166,10 @@ pub(crate) fn spawn(
         max_batch_bytes: options.max_batch_bytes.max(1),
         checkpoint_pages: options.checkpoint_pages,
         truncate_pages: options.truncate_pages,
+        sweep_every: options.sweep_interval,
+        sweep_batch: options.sweep_batch.max(1),
+        next_sweep: Instant::now(),
+        compacting: Vec::new(),
     };
     let name = format!("litestash {}", crate::key::SHARDS[writer.file.index]);
     let handle = std::thread::Builder::new()
@@ -146,6 +188,11 @@ struct Writer {
     max_batch_bytes: usize,
     checkpoint_pages: i32,
     truncate_pages: i32,
+    sweep_every: Duration,
+    sweep_batch: usize,
+    next_sweep: Instant,
+    /// Callers of `compact` waiting for the free list to be empty.
+    compacting: Vec<Reply>,
 }
 
 fn now() -> (i64, i64) {
@@ -155,53 +202,110 @@ fn now() -> (i64, i64) {
     (d.as_secs() as i64, i64::from(d.subsec_micros()))
 }
 
+fn not_found(key: &str) -> Error {
+    Error::new(ErrorKind::NotFound, format!("key {key:?} not found"))
+}
+
 impl Writer {
     fn run(&mut self, rx: Receiver<Message>) {
         let mut stopping = false;
         while !stopping {
-            let first = match rx.recv() {
-                Ok(Message::Job(job)) => job,
-                Ok(Message::Shutdown) | Err(_) => break,
+            // Wake for the next sweep or compaction step even when idle.
+            let wait = if self.compacting.is_empty() {
+                self.next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
             };
-            let mut batch = vec![first];
-            let mut bytes = batch[0].op.weight();
-            // Take what is already queued, never waiting for more: a lone
-            // writer pays no batching delay.
-            while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
-                match rx.try_recv() {
-                    Ok(Message::Job(job)) => {
-                        bytes += job.op.weight();
-                        batch.push(job);
+            let first = match rx.recv_timeout(wait) {
+                Ok(Message::Job(job)) => Some(job),
+                Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => None,
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                let mut bytes = batch[0].op.weight();
+                // Take what is already queued, never waiting for more: a lone
+                // writer pays no batching delay.
+                while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
+                    match rx.try_recv() {
+                        Ok(Message::Job(job)) => {
+                            bytes += job.op.weight();
+                            batch.push(job);
+                        }
+                        Ok(Message::Shutdown) => {
+                            stopping = true;
+                            break;
+                        }
+                        Err(_) => break,
                     }
-                    Ok(Message::Shutdown) => {
-                        stopping = true;
-                        break;
-                    }
-                    Err(_) => break,
                 }
+                // A panic here answers every caller of the batch through
+                // `Reply`'s destructor and the thread goes on.
+                let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
             }
-            // A panic here answers every caller of the batch through
-            // `Reply`'s destructor and the thread goes on.
-            let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
-            self.checkpoint_if_due();
+            let _ = catch_unwind(AssertUnwindSafe(|| self.background()));
         }
         // Shutdown: whatever was queued before it is committed too.
-        let rest: Vec<Job> = rx
+        let mut rest = rx
             .try_iter()
             .filter_map(|m| match m {
                 Message::Job(job) => Some(job),
                 Message::Shutdown => None,
             })
-            .collect();
-        let mut rest = rest.into_iter().peekable();
+            .peekable();
         while rest.peek().is_some() {
             let batch: Vec<Job> = rest.by_ref().take(self.max_batch).collect();
             let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
         }
+        for reply in self.compacting.drain(..) {
+            reply.send(Ok(Outcome::Done));
+        }
         let _ = self.checkpoint("TRUNCATE");
     }
 
-    fn commit_batch(&mut self, batch: Vec<Job>) {
+    /// Work done between batches: checkpoints, expiry sweeps, compaction.
+    fn background(&mut self) {
+        self.checkpoint_if_due();
+        if Instant::now() >= self.next_sweep {
+            let swept = self.transaction(|w| w.sweep(w.sweep_batch));
+            // A full batch means more are due: sweep again soon, between
+            // the callers' batches.
+            self.next_sweep = match swept {
+                Ok(n) if n >= self.sweep_batch => Instant::now(),
+                _ => Instant::now() + self.sweep_every,
+            };
+        }
+        if !self.compacting.is_empty() {
+            match self.compact_step() {
+                Ok(true) => {}
+                Ok(false) => {
+                    for reply in self.compacting.drain(..) {
+                        reply.send(Ok(Outcome::Done));
+                    }
+                }
+                Err(e) => {
+                    for reply in self.compacting.drain(..) {
+                        reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, mut batch: Vec<Job>) {
+        // Compaction runs in steps between batches, never inside one.
+        let mut i = 0;
+        while i < batch.len() {
+            if matches!(batch[i].op, Op::Compact) {
+                let job = batch.swap_remove(i);
+                self.start_compaction(job.reply);
+            } else {
+                i += 1;
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
         if batch.len() == 1 {
             let results = vec![self.transaction(|w| w.apply(&batch[0].op))];
             return answer(batch, results);
@@ -256,42 +360,215 @@ impl Writer {
     }
 
     fn exec(&self, sql: &str) -> Result<()> {
+        self.sql(sql, [])
+    }
+
+    fn sql<P: rusqlite::Params>(&self, sql: &str, params: P) -> Result<()> {
         self.conn
             .prepare_cached(sql)
-            .and_then(|mut s| s.execute([]))
+            .and_then(|mut s| s.execute(params))
             .map(|_| ())
             .map_err(|e| self.file.err(e))
     }
 
+    fn put(&self, row: &Row, secs: i64, micros: i64) -> Result<()> {
+        self.sql(
+            &self.file.tables[row.table].upsert,
+            params![row.hash, row.key, row.value, secs, micros],
+        )?;
+        match row.expires_at {
+            Some(at) => self.sql(EXPIRY_UPSERT, params![row.hash, at]),
+            None => self.sql(EXPIRY_DELETE, [&row.hash]),
+        }
+    }
+
+    fn remove(&self, table: usize, hash: &str) -> Result<()> {
+        self.sql(&self.file.tables[table].delete, [hash])?;
+        self.sql(EXPIRY_DELETE, [hash])
+    }
+
+    /// The stored bytes of a key that exists and has not expired. An expired
+    /// key found here is deleted on the spot.
+    fn live(&self, target: &Target) -> Result<Option<Option<Vec<u8>>>> {
+        let found: Option<(Option<Vec<u8>>, Option<i64>)> = self
+            .conn
+            .prepare_cached(&self.file.tables[target.table].select)
+            .and_then(|mut s| {
+                s.query_row([&target.hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.file.err(e))?;
+        match found {
+            Some((_, Some(at))) if at <= now_ms() => {
+                self.remove(target.table, &target.hash)?;
+                Ok(None)
+            }
+            Some((value, _)) => Ok(Some(value)),
+            None => Ok(None),
+        }
+    }
+
     fn apply(&mut self, op: &Op) -> Result<Outcome> {
-        let err = |e| self.file.err(e);
+        let (secs, micros) = now();
         match op {
             Op::Put(rows) => {
-                let (secs, micros) = now();
                 for row in rows {
-                    let sql = &self.file.tables[row.table].upsert;
-                    self.conn
-                        .prepare_cached(sql)
-                        .and_then(|mut s| {
-                            s.execute(params![row.hash, row.key, row.value, secs, micros])
-                        })
-                        .map_err(err)?;
+                    self.put(row, secs, micros)?;
                 }
             }
-            Op::Delete { table, hash } => {
-                let sql = &self.file.tables[*table].delete;
-                self.conn
-                    .prepare_cached(sql)
-                    .and_then(|mut s| s.execute([hash]))
-                    .map_err(err)?;
+            Op::Delete(t) => self.remove(t.table, &t.hash)?,
+            Op::DeleteExpired(t) => {
+                self.live(t)?;
+            }
+            Op::Expire(t, at) => {
+                if self.live(t)?.is_none() {
+                    return Err(not_found(&t.key));
+                }
+                match at {
+                    Some(at) => self.sql(EXPIRY_UPSERT, params![t.hash, at])?,
+                    None => self.sql(EXPIRY_DELETE, [&t.hash])?,
+                }
+            }
+            Op::Incr(t, by) => {
+                let current = match self.live(t)? {
+                    None => 0,
+                    Some(bytes) => match bytes.as_deref().map(decode).transpose()? {
+                        Some(Value::Int(n)) => n,
+                        _ => {
+                            return Err(Error::new(
+                                ErrorKind::NotAnInteger,
+                                format!("key {:?} holds a value that is not an integer", t.key),
+                            ))
+                        }
+                    },
+                };
+                let next = current.checked_add(*by).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotAnInteger,
+                        format!("incrementing key {:?} by {by} leaves -2^63..2^63-1", t.key),
+                    )
+                })?;
+                let row = Row {
+                    table: t.table,
+                    hash: t.hash.clone(),
+                    key: t.key.clone(),
+                    value: encode(&Value::Int(next))?,
+                    expires_at: None,
+                };
+                // An increment keeps the key's expiry.
+                self.sql(
+                    &self.file.tables[row.table].upsert,
+                    params![row.hash, row.key, row.value, secs, micros],
+                )?;
+                return Ok(Outcome::Integer(next));
+            }
+            Op::PutNew(row) => {
+                let target = Target {
+                    table: row.table,
+                    hash: row.hash.clone(),
+                    key: row.key.clone(),
+                };
+                if self.live(&target)?.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::Exists,
+                        format!("key {:?} already exists", row.key),
+                    ));
+                }
+                self.put(row, secs, micros)?;
+            }
+            Op::CompareAndSet(row, expected) => {
+                let target = Target {
+                    table: row.table,
+                    hash: row.hash.clone(),
+                    key: row.key.clone(),
+                };
+                let stored = match self.live(&target)?.flatten() {
+                    None => None,
+                    Some(bytes) => match decode(&bytes)? {
+                        Value::Nil => None,
+                        value => Some(canonical(&value)?),
+                    },
+                };
+                if &stored != expected {
+                    return Err(Error::new(
+                        ErrorKind::Mismatch,
+                        format!("key {:?} does not hold the expected value", row.key),
+                    ));
+                }
+                self.put(row, secs, micros)?;
             }
             Op::Clear => {
                 for table in &self.file.tables {
-                    self.conn.execute(&table.clear, []).map_err(err)?;
+                    self.conn
+                        .execute(&table.clear, [])
+                        .map_err(|e| self.file.err(e))?;
                 }
+                self.conn
+                    .execute("DELETE FROM litestash_expiry", [])
+                    .map_err(|e| self.file.err(e))?;
             }
+            Op::Compact => {}
         }
         Ok(Outcome::Done)
+    }
+
+    /// Deletes up to `limit` expired keys (row and expiry row together).
+    fn sweep(&mut self, limit: usize) -> Result<usize> {
+        let due: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(EXPIRY_DUE)
+                .map_err(|e| self.file.err(e))?;
+            let rows = stmt
+                .query_map(params![now_ms(), limit as i64], |r| r.get(0))
+                .map_err(|e| self.file.err(e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.file.err(e))?
+        };
+        for hash in &due {
+            match crate::key::route(hash) {
+                Ok(route) if route.shard == self.file.index => self.remove(route.table, hash)?,
+                // An expiry row for a key of another file: drop it alone.
+                _ => self.sql(EXPIRY_DELETE, [hash])?,
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Turns on incremental vacuum if the file lacks it (a one-time full
+    /// VACUUM), then queues the caller for the stepwise compaction.
+    fn start_compaction(&mut self, reply: Reply) {
+        let mode: Result<i64> = self
+            .conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .map_err(|e| self.file.err(e));
+        let ready = match mode {
+            Ok(2) => Ok(()),
+            Ok(_) => self
+                .conn
+                .execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+                .map_err(|e| self.file.err(e)),
+            Err(e) => Err(e),
+        };
+        match ready {
+            Ok(()) => self.compacting.push(reply),
+            Err(e) => reply.send(Err(e)),
+        }
+    }
+
+    /// Frees up to 256 pages; `true` while free pages remain.
+    fn compact_step(&mut self) -> Result<bool> {
+        self.conn
+            .execute_batch("PRAGMA incremental_vacuum(256)")
+            .map_err(|e| self.file.err(e))?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .map_err(|e| self.file.err(e))?;
+        if free == 0 {
+            let _ = self.checkpoint("TRUNCATE");
+        }
+        Ok(free > 0)
     }
 
     /// Copies the WAL back into the file once it holds `checkpoint_pages`,

@@ -4,7 +4,7 @@
 //! scheduler is held while a write waits for the disk.
 
 use crate::error::{error_tuple, panicked};
-use crate::term::{to_term, to_value, Budget, Refusal};
+use crate::term::{binary, to_term, to_value, Budget, Refusal};
 use litestash_core::{Error, ErrorKind, Options, Outcome, Reply, Store, Synchronous, Value};
 use rustler::env::OwnedEnv;
 use rustler::types::atom;
@@ -16,9 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 rustler::atoms! {
+    path,
+    problems,
+    rows,
+    expiring,
     reschedule,
     normal,
     full,
+    infinity,
+    shard_atom = "shard",
+    keys_atom = "keys",
+    file_bytes,
+    wal_bytes,
 }
 
 /// The store, owned by the process that opened it: when that process dies,
@@ -185,13 +194,166 @@ fn exists<'a>(
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
-fn keys(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
-    guard(env, || Ok(result(env, store.store.keys())))
+fn keys<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    prefix: String,
+) -> NifResult<Term<'a>> {
+    guard(env, || Ok(result(env, store.store.keys(&prefix))))
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
-fn count(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
-    guard(env, || Ok(result(env, store.store.count())))
+fn count<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    prefix: String,
+) -> NifResult<Term<'a>> {
+    guard(env, || Ok(result(env, store.store.count(&prefix))))
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn ttl<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    key: Binary<'a>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(match store.store.ttl(key.as_slice()) {
+            Ok(Some(Some(ms))) => ok(env, ms),
+            Ok(Some(None)) => ok(env, infinity()),
+            Ok(None) => error_tuple(env, &not_found(key.as_slice())),
+            Err(e) => error_tuple(env, &e),
+        })
+    })
+}
+
+fn not_found(key: &[u8]) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("key {:?} not found", String::from_utf8_lossy(key)),
+    )
+}
+
+/// A walk over one shard in a consistent snapshot.
+pub struct CursorResource {
+    snapshot: std::sync::Mutex<Option<litestash_core::Snapshot>>,
+}
+
+#[rustler::resource_impl]
+impl Resource for CursorResource {}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn snapshot_open<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    shard: usize,
+    prefix: String,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(match store.store.snapshot(shard, &prefix) {
+            Ok(snapshot) => ok(
+                env,
+                ResourceArc::new(CursorResource {
+                    snapshot: std::sync::Mutex::new(Some(snapshot)),
+                }),
+            ),
+            Err(e) => error_tuple(env, &e),
+        })
+    })
+}
+
+/// The next chunk: `{:ok, [{key, value}]}` (or `[key]` without values);
+/// `{:ok, []}` once the walk is over.
+#[rustler::nif(schedule = "DirtyIo")]
+fn snapshot_next<'a>(
+    env: Env<'a>,
+    cursor: ResourceArc<CursorResource>,
+    limit: usize,
+    with_values: bool,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        let mut slot = cursor
+            .snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(snapshot) = slot.as_mut() else {
+            return Ok(ok(env, Vec::<Term>::new()));
+        };
+        let chunk = if with_values {
+            snapshot.next_pairs(limit).and_then(|pairs| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| Ok((binary(env, k.as_bytes())?, to_term(env, v)?).encode(env)))
+                    .collect::<Result<Vec<Term>, Error>>()
+            })
+        } else {
+            snapshot.next_keys(limit).and_then(|keys| {
+                keys.iter()
+                    .map(|k| binary(env, k.as_bytes()))
+                    .collect::<Result<Vec<Term>, Error>>()
+            })
+        };
+        if matches!(&chunk, Ok(c) if c.is_empty()) {
+            *slot = None;
+        }
+        Ok(result(env, chunk))
+    })
+}
+
+/// Ends a walk early, releasing its read transaction.
+#[rustler::nif(schedule = "DirtyIo")]
+fn snapshot_close(env: Env, cursor: ResourceArc<CursorResource>) -> NifResult<Term> {
+    guard(env, || {
+        let snapshot = cursor
+            .snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(snapshot);
+        Ok(atom::ok().encode(env))
+    })
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn backup<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    dest: String,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(match store.store.backup(std::path::Path::new(&dest)) {
+            Ok(()) => atom::ok().encode(env),
+            Err(e) => error_tuple(env, &e),
+        })
+    })
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn info(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || {
+        Ok(match store.store.info() {
+            Ok(shards) => {
+                let list: Vec<Term> = shards
+                    .iter()
+                    .map(|s| shard_info(env, s))
+                    .collect::<NifResult<_>>()?;
+                ok(env, list)
+            }
+            Err(e) => error_tuple(env, &e),
+        })
+    })
+}
+
+fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<Term<'a>> {
+    let keys = match &info.keys {
+        Ok(n) => n.encode(env),
+        Err(message) => error_tuple(env, &Error::new(ErrorKind::Corrupt, message.clone())),
+    };
+    Term::map_new(env)
+        .map_put(shard_atom(), info.shard)?
+        .map_put(keys_atom(), keys)?
+        .map_put(file_bytes(), info.file_bytes)?
+        .map_put(wal_bytes(), info.wal_bytes)
 }
 
 /// A reply that sends `{ref, result}` to the calling process.
@@ -204,7 +366,7 @@ fn reply_to(env: Env, reference: Term) -> Reply {
             let mut owned = owned;
             let _ = owned.send_and_clear(&pid, |env| {
                 let answer = match outcome {
-                    Ok(Outcome::Done) => atom::ok().encode(env),
+                    Ok(Outcome::Integer(n)) => ok(env, n),
                     Ok(_) => atom::ok().encode(env),
                     Err(e) => error_tuple(env, &e),
                 };
@@ -244,19 +406,35 @@ fn queue<'a>(
     })
 }
 
+/// Which conditional or plain write to queue.
+#[derive(rustler::NifTaggedEnum, Clone, Copy)]
+enum Write {
+    /// Plain set; the integer is a TTL in milliseconds.
+    Set(Option<u64>),
+    PutNew,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn put<'a>(
     env: Env<'a>,
     store: &Store,
     reference: Term<'a>,
     key: Binary<'a>,
     value: Term<'a>,
+    mode: Write,
     budget: Budget,
 ) -> NifResult<Term<'a>> {
     queue(
         env,
         budget,
         |budget| Ok(vec![to_value(value, budget)?]),
-        |values| store.set_async(key.as_slice(), &values[0], reply_to(env, reference)),
+        |values| {
+            let reply = reply_to(env, reference);
+            match mode {
+                Write::Set(ttl) => store.set_async(key.as_slice(), &values[0], ttl, reply),
+                Write::PutNew => store.put_new_async(key.as_slice(), &values[0], reply),
+            }
+        },
     )
 }
 
@@ -267,8 +445,17 @@ fn set<'a>(
     reference: Term<'a>,
     key: Binary<'a>,
     value: Term<'a>,
+    mode: Write,
 ) -> NifResult<Term<'a>> {
-    put(env, &store.store, reference, key, value, Budget::normal())
+    put(
+        env,
+        &store.store,
+        reference,
+        key,
+        value,
+        mode,
+        Budget::normal(),
+    )
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -278,6 +465,7 @@ fn set_dirty<'a>(
     reference: Term<'a>,
     key: Binary<'a>,
     value: Term<'a>,
+    mode: Write,
 ) -> NifResult<Term<'a>> {
     put(
         env,
@@ -285,8 +473,131 @@ fn set_dirty<'a>(
         reference,
         key,
         value,
+        mode,
         Budget::unlimited(),
     )
+}
+
+fn swap<'a>(
+    env: Env<'a>,
+    store: &Store,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    expected: Term<'a>,
+    new: Term<'a>,
+    budget: Budget,
+) -> NifResult<Term<'a>> {
+    queue(
+        env,
+        budget,
+        |budget| Ok(vec![to_value(expected, budget)?, to_value(new, budget)?]),
+        |values| {
+            store.compare_and_set_async(
+                key.as_slice(),
+                &values[0],
+                &values[1],
+                reply_to(env, reference),
+            )
+        },
+    )
+}
+
+#[rustler::nif]
+fn compare_and_set<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    expected: Term<'a>,
+    new: Term<'a>,
+) -> NifResult<Term<'a>> {
+    swap(
+        env,
+        &store.store,
+        reference,
+        key,
+        expected,
+        new,
+        Budget::normal(),
+    )
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn compare_and_set_dirty<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    expected: Term<'a>,
+    new: Term<'a>,
+) -> NifResult<Term<'a>> {
+    swap(
+        env,
+        &store.store,
+        reference,
+        key,
+        expected,
+        new,
+        Budget::unlimited(),
+    )
+}
+
+/// Answers a queue attempt: `:ok` once queued, else the error.
+fn queued(env: Env, attempt: Result<(), Error>) -> Term {
+    match attempt {
+        Ok(()) => atom::ok().encode(env),
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+#[rustler::nif]
+fn expire<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    ttl_ms: Option<u64>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(queued(
+            env,
+            store
+                .store
+                .expire_async(key.as_slice(), ttl_ms, reply_to(env, reference)),
+        ))
+    })
+}
+
+#[rustler::nif]
+fn incr<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    by: i64,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(queued(
+            env,
+            store
+                .store
+                .incr_async(key.as_slice(), by, reply_to(env, reference)),
+        ))
+    })
+}
+
+#[rustler::nif]
+fn compact<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        Ok(queued(
+            env,
+            store.store.compact_async(reply_to(env, reference)),
+        ))
+    })
 }
 
 fn put_many<'a>(
@@ -396,4 +707,34 @@ fn decode_value<'a>(env: Env<'a>, bytes: Binary<'a>) -> NifResult<Term<'a>> {
 #[rustler::nif]
 fn debug_panic(env: Env) -> NifResult<Term> {
     guard(env, || panic!("debug_panic called"))
+}
+
+/// Inspects a data dir without opening it as a store (for the Mix tasks):
+/// `{:ok, [%{shard, path, problems, rows, expiring, file_bytes, wal_bytes}]}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResult<Term> {
+    guard(env, || {
+        let depth = litestash_core::Depth { integrity, sample };
+        Ok(
+            match litestash_core::inspect_dir(std::path::Path::new(&dir), depth) {
+                Ok(reports) => {
+                    let list = reports
+                        .iter()
+                        .map(|r| {
+                            Term::map_new(env)
+                                .map_put(shard_atom(), r.shard)?
+                                .map_put(path(), r.path.display().to_string())?
+                                .map_put(problems(), r.problems.clone())?
+                                .map_put(rows(), r.rows)?
+                                .map_put(expiring(), r.expiring)?
+                                .map_put(file_bytes(), r.file_bytes)?
+                                .map_put(wal_bytes(), r.wal_bytes)
+                        })
+                        .collect::<NifResult<Vec<Term>>>()?;
+                    ok(env, list)
+                }
+                Err(e) => error_tuple(env, &e),
+            },
+        )
+    })
 }

@@ -2,7 +2,7 @@
 //! Every term maps exactly onto the contract or is refused with a reason;
 //! nothing is silently changed (contract section 5).
 
-use litestash_core::{Error, ErrorKind, Value, MAX_DEPTH, MAX_VALUE_BYTES};
+use litestash_core::{deeper, Error, ErrorKind, Value, MAX_DEPTH, MAX_VALUE_BYTES};
 use rustler::types::atom;
 use rustler::{Atom, Binary, Encoder, Env, MapIterator, OwnedBinary, Term, TermType};
 use std::collections::HashSet;
@@ -130,7 +130,7 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             let mut items = Vec::with_capacity(len);
             let mut rest = term;
             while let Ok((head, tail)) = rest.list_get_cell() {
-                items.push(walk(head, depth + 1, budget)?);
+                items.push(deeper(|| walk(head, depth + 1, budget))?);
                 rest = tail;
             }
             Ok(Value::Array(items))
@@ -145,11 +145,11 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             let mut atom_keys = false;
             for (k, v) in iter {
                 atom_keys |= k.get_type() == TermType::Atom;
-                let key = walk(k, depth + 1, budget)?;
+                let key = deeper(|| walk(k, depth + 1, budget))?;
                 if matches!(key, Value::Array(_) | Value::Map(_)) {
                     return Err(refuse("a map whose key is a list or map"));
                 }
-                entries.push((key, walk(v, depth + 1, budget)?));
+                entries.push((key, deeper(|| walk(v, depth + 1, budget))?));
             }
             if atom_keys {
                 check_collisions(&entries)?;
@@ -205,7 +205,7 @@ pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Result<Term<'a>, Error> {
         Value::Array(items) => {
             let terms = items
                 .iter()
-                .map(|item| to_term(env, item))
+                .map(|item| deeper(|| to_term(env, item)))
                 .collect::<Result<Vec<_>, _>>()?;
             terms.encode(env)
         }
@@ -214,7 +214,7 @@ pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Result<Term<'a>, Error> {
             let mut values = Vec::with_capacity(entries.len());
             for (k, v) in entries {
                 keys.push(to_term(env, k)?);
-                values.push(to_term(env, v)?);
+                values.push(deeper(|| to_term(env, v))?);
             }
             Term::map_from_term_arrays(env, &keys, &values).map_err(|_| {
                 Error::new(ErrorKind::CorruptValue, "stored map has the same key twice")

@@ -1,0 +1,207 @@
+//! Looks inside a data dir no process needs to have open: the contract
+//! checks of `mix litestash.check` and the figures of `mix litestash.stats`.
+//! Nothing here writes to a shard file.
+
+use crate::codec::decode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{key_hash, route, table_names, SHARDS, SHARD_COUNT};
+use crate::shard::{APPLICATION_ID, CONTRACT_VERSION};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+/// How deep [`inspect_dir`] looks.
+#[derive(Debug, Clone, Copy)]
+pub struct Depth {
+    /// Run `PRAGMA integrity_check` on every file.
+    pub integrity: bool,
+    /// Rows per table whose hash, route and value are re-checked.
+    pub sample: usize,
+}
+
+/// What [`inspect_dir`] found in one shard file.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    /// The shard's name.
+    pub shard: &'static str,
+    /// Its file.
+    pub path: PathBuf,
+    /// Every breach of the contract found; empty when the file is sound.
+    pub problems: Vec<String>,
+    /// Rows in its 4 tables (expired ones included).
+    pub rows: u64,
+    /// Rows of its expiry table.
+    pub expiring: u64,
+    /// Size of the `.db` file.
+    pub file_bytes: u64,
+    /// Size of its `-wal` file.
+    pub wal_bytes: u64,
+}
+
+/// Inspects the 16 shard files of `dir`.
+///
+/// # Errors
+/// [`ErrorKind::NotADirectory`] when `dir` is not a directory and
+/// [`ErrorKind::NotLitestash`] when it holds none of the shard files;
+/// problems of single files are in their reports.
+pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
+    if !dir.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotADirectory,
+            format!("{}: not a directory", dir.display()),
+        ));
+    }
+    let paths: Vec<PathBuf> = SHARDS
+        .iter()
+        .map(|s| dir.join(s).join(format!("{s}.db")))
+        .collect();
+    if !paths.iter().any(|p| p.is_file()) {
+        return Err(Error::new(
+            ErrorKind::NotLitestash,
+            format!(
+                "{}: not a LiteStash data dir (none of the 16 shard files, such as tables_03/tables_03.db, is there)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok((0..SHARD_COUNT)
+        .map(|index| inspect_file(index, &paths[index], depth))
+        .collect())
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut report = ShardReport {
+        shard: SHARDS[index],
+        path: path.to_path_buf(),
+        problems: Vec::new(),
+        rows: 0,
+        expiring: 0,
+        file_bytes: size(path),
+        wal_bytes: size(Path::new(&wal)),
+    };
+    if !path.is_file() {
+        report.problems.push("the shard file is missing".into());
+        return report;
+    }
+    if let Err(e) = check_file(index, path, depth, &mut report) {
+        report.problems.push(e.to_string());
+    }
+    report
+}
+
+fn check_file(
+    index: usize,
+    path: &Path,
+    depth: Depth,
+    report: &mut ShardReport,
+) -> rusqlite::Result<()> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch("PRAGMA query_only = ON")?;
+    let problems = &mut report.problems;
+    let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    if app_id != APPLICATION_ID {
+        problems.push(format!(
+            "application_id is {app_id}, expected {APPLICATION_ID}"
+        ));
+    }
+    let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != CONTRACT_VERSION {
+        problems.push(format!(
+            "user_version is {version}, expected {CONTRACT_VERSION}"
+        ));
+    }
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        problems.push(format!("journal_mode is {mode}, expected wal"));
+    }
+    for (table_index, table) in table_names(index).iter().enumerate() {
+        let columns: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if columns.is_empty() {
+            problems.push(format!("table {table} is missing"));
+            continue;
+        }
+        if columns != ["key_hash", "key", "value", "timestamp", "microsecond"] {
+            problems.push(format!("table {table} has columns {columns:?}"));
+            continue;
+        }
+        let index_name = format!("ix_{table}_key");
+        let unique: Option<i64> = conn
+            .query_row(
+                &format!("SELECT \"unique\" FROM pragma_index_list('{table}') WHERE name = ?1"),
+                [&index_name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if unique != Some(1) {
+            problems.push(format!("unique index {index_name} is missing"));
+        }
+        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+            r.get(0)
+        })?;
+        report.rows += rows.max(0) as u64;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT key_hash, \"key\", value FROM \"{table}\" LIMIT ?1"
+        ))?;
+        let sampled = stmt.query_map([depth.sample as i64], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+            ))
+        })?;
+        for row in sampled {
+            let (hash, key, value) = row?;
+            let (Some(hash), Some(key)) = (hash, key) else {
+                problems.push(format!("table {table}: a row has a NULL key or key_hash"));
+                continue;
+            };
+            if key_hash(&key) != hash {
+                problems.push(format!(
+                    "table {table}: key {key:?} has key_hash {hash}, expected {}",
+                    key_hash(&key)
+                ));
+            } else if route(&hash).map(|r| (r.shard, r.table)).ok() != Some((index, table_index)) {
+                problems.push(format!(
+                    "table {table}: key {key:?} belongs in another table"
+                ));
+            }
+            if let Some(Err(e)) = value.as_deref().map(decode) {
+                problems.push(format!("table {table}: key {key:?}: {}", e.message()));
+            }
+        }
+    }
+    let has_expiry: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litestash_expiry')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_expiry {
+        let n: i64 = conn.query_row("SELECT count(*) FROM litestash_expiry", [], |r| r.get(0))?;
+        report.expiring = n.max(0) as u64;
+    }
+    if depth.integrity {
+        let verdict: Vec<String> = conn
+            .prepare("PRAGMA integrity_check")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if verdict != ["ok"] {
+            report
+                .problems
+                .push(format!("integrity_check: {}", verdict.join("; ")));
+        }
+    }
+    Ok(())
+}

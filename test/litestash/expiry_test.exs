@@ -1,0 +1,121 @@
+defmodule LiteStash.ExpiryTest do
+  use ExUnit.Case, async: true
+
+  import LiteStash.Test.Helpers
+  alias LiteStash.Error
+
+  @moduletag :tmp_dir
+
+  describe "set/4 with :ttl" do
+    test "an expired key is invisible to every read before any sweep", %{tmp_dir: dir} do
+      # A sweep interval far in the future: only the read-time check can hide it.
+      s = start_store!(dir)
+      :ok = LiteStash.set(s, "gone", "v", ttl: 50)
+      :ok = LiteStash.set(s, "kept", "v")
+      assert LiteStash.get(s, "gone") == {:ok, "v"}
+      assert {:ok, ms} = LiteStash.ttl(s, "gone")
+      assert ms > 0 and ms <= 50
+      Process.sleep(80)
+
+      assert {:error, %Error{reason: :not_found}} = LiteStash.get(s, "gone")
+      assert LiteStash.mget(s, ["gone", "kept"]) == {:ok, %{"kept" => "v"}}
+      refute LiteStash.exists?(s, "gone")
+      assert LiteStash.keys(s) == {:ok, ["kept"]}
+      assert LiteStash.count(s) == {:ok, 1}
+      assert Enum.to_list(LiteStash.stream(s)) == [{"kept", "v"}]
+      assert {:error, %Error{reason: :not_found}} = LiteStash.ttl(s, "gone")
+    end
+
+    test "expired rows are deleted from the files by the sweep", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      for i <- 1..300, do: :ok = LiteStash.set(s, "tmp:#{i}", i, ttl: 1_500)
+      :ok = LiteStash.set(s, "kept", 1)
+      assert rows_in_files(dir) == 301
+      assert expiry_rows_in_files(dir) == 300
+
+      # Sweeps run every second on each shard's writer, without any read.
+      wait_until(fn -> rows_in_files(dir) == 1 end, 8_000)
+      assert expiry_rows_in_files(dir) == 0
+      assert LiteStash.get(s, "kept") == {:ok, 1}
+    end
+
+    test "set without :ttl clears the expiry, delete clears it too", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.set(s, "k", 1, ttl: 60_000)
+      assert {:ok, ms} = LiteStash.ttl(s, "k")
+      assert is_integer(ms)
+      :ok = LiteStash.set(s, "k", 2)
+      assert LiteStash.ttl(s, "k") == {:ok, :infinity}
+
+      assert expiry_rows_in_files(dir) == 0
+      :ok = LiteStash.set(s, "d", 1, ttl: 60_000)
+      assert expiry_rows_in_files(dir) == 1
+      :ok = LiteStash.delete(s, "d")
+      assert expiry_rows_in_files(dir) == 0
+    end
+
+    test "a bad :ttl raises ArgumentError", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert_raise ArgumentError, ~r/:ttl/, fn -> LiteStash.set(s, "k", 1, ttl: 0) end
+      assert_raise ArgumentError, ~r/unknown option/, fn -> LiteStash.set(s, "k", 1, tll: 5) end
+      assert_raise ArgumentError, ~r/:ttl/, fn -> LiteStash.set("k", 1, ttl: -1) end
+    end
+  end
+
+  describe "expire/3, persist/2, ttl/2" do
+    test "set and clear the expiry of a stored key", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.set(s, "k", "v")
+      assert LiteStash.ttl(s, "k") == {:ok, :infinity}
+      assert LiteStash.expire(s, "k", 60_000) == :ok
+      assert {:ok, ms} = LiteStash.ttl(s, "k")
+      assert ms > 55_000 and ms <= 60_000
+      assert LiteStash.persist(s, "k") == :ok
+      assert LiteStash.ttl(s, "k") == {:ok, :infinity}
+
+      assert LiteStash.expire(s, "k", 30) == :ok
+      Process.sleep(60)
+      assert {:error, %Error{reason: :not_found}} = LiteStash.get(s, "k")
+    end
+
+    test "on a missing key give :not_found", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert {:error, %Error{reason: :not_found}} = LiteStash.expire(s, "none", 100)
+      assert {:error, %Error{reason: :not_found}} = LiteStash.persist(s, "none")
+      assert {:error, %Error{reason: :not_found}} = LiteStash.ttl(s, "none")
+    end
+  end
+
+  defp rows_in_files(dir), do: sum_sql(dir, &"SELECT count(*) FROM \"#{&1}\"")
+
+  defp expiry_rows_in_files(dir),
+    do: sum_sql(dir, fn _ -> "SELECT count(*) FROM litestash_expiry" end, :once)
+
+  # Counts rows with sqlite3 from Python's standard library: an outside reader.
+  defp sum_sql(dir, sql, mode \\ :per_table) do
+    script = """
+    import sqlite3, sys, glob
+    total = 0
+    for path in glob.glob(sys.argv[1] + '/*/*.db'):
+        c = sqlite3.connect(path)
+        names = [r[0] for r in c.execute("select name from sqlite_master where type='table' and name like 'tables_%'")]
+        queries = #{if mode == :once, do: "[sys.argv[2]]", else: "[sys.argv[2].replace('TABLE', n) for n in names]"}
+        for q in queries:
+            total += c.execute(q).fetchone()[0]
+        c.close()
+    print(total)
+    """
+
+    template = sql.("TABLE")
+    {out, 0} = System.cmd("python3", ["-c", script, dir, template])
+    out |> String.trim() |> String.to_integer()
+  end
+
+  defp wait_until(fun, timeout) do
+    cond do
+      fun.() -> :ok
+      timeout <= 0 -> flunk("condition not met in time")
+      true -> Process.sleep(50) && wait_until(fun, timeout - 50)
+    end
+  end
+end

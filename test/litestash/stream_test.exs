@@ -1,0 +1,149 @@
+defmodule LiteStash.StreamTest do
+  use ExUnit.Case, async: true
+
+  import LiteStash.Test.Helpers
+
+  @moduletag :tmp_dir
+
+  describe "stream/2" do
+    test "yields every pair once, by key within a shard", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      pairs = for i <- 1..3_000, into: %{}, do: {"k:#{i}", %{"i" => i}}
+      :ok = LiteStash.mset(s, pairs)
+
+      streamed = LiteStash.stream(s, chunk_size: 37) |> Enum.to_list()
+      assert length(streamed) == 3_000
+      assert Map.new(streamed) == pairs
+
+      # Within each shard's run the keys ascend (as bytes).
+      streamed
+      |> Enum.chunk_by(fn {k, _} -> shard_of(k) end)
+      |> Enum.each(fn run ->
+        keys = Enum.map(run, &elem(&1, 0))
+        assert keys == Enum.sort(keys)
+      end)
+    end
+
+    test "prefix: restricts to keys that start with it", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      :ok =
+        LiteStash.mset(s, %{
+          "user:1" => 1,
+          "user:2" => 2,
+          "user:" => 0,
+          "user;" => :no,
+          "usex" => :no,
+          "users" => :no,
+          "ü:1" => :u
+        })
+
+      assert LiteStash.stream(s, prefix: "user:") |> Enum.sort() ==
+               [{"user:", 0}, {"user:1", 1}, {"user:2", 2}]
+
+      assert LiteStash.stream(s, prefix: "ü") |> Enum.to_list() == [{"ü:1", "u"}]
+      assert {:ok, keys} = LiteStash.keys(s, prefix: "user:")
+      assert Enum.sort(keys) == ["user:", "user:1", "user:2"]
+      assert LiteStash.count(s, prefix: "user") == {:ok, 5}
+      assert LiteStash.count(s, prefix: "nothing") == {:ok, 0}
+    end
+
+    test "is lazy: taking a few reads a chunk, not the store", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.mset(s, for(i <- 1..2_000, do: {"k#{i}", i}))
+      assert LiteStash.stream(s, chunk_size: 10) |> Enum.take(3) |> length() == 3
+    end
+
+    test "memory stays bounded by the chunk size while walking 100,000 keys",
+         %{tmp_dir: dir} do
+      s = start_store!(dir)
+      blob = String.duplicate("x", 200)
+
+      for batch <- Enum.chunk_every(1..100_000, 5_000) do
+        :ok = LiteStash.mset(s, for(i <- batch, do: {"big:#{i}", blob}))
+      end
+
+      # The walk runs in its own process; its heap peaks at a few chunks,
+      # where the whole data set would be over 20 MB.
+      task =
+        Task.async(fn ->
+          count =
+            LiteStash.stream(s, chunk_size: 500)
+            |> Enum.reduce(0, fn {_k, v}, n -> byte_size(v) && n + 1 end)
+
+          {count, Process.info(self(), :memory) |> elem(1)}
+        end)
+
+      {count, memory} = Task.await(task, 120_000)
+      assert count == 100_000
+      assert memory < 4_000_000, "walker process holds #{memory} bytes"
+    end
+
+    test "a walk does not see writes made after it began on a shard", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.mset(s, for(i <- 1..500, do: {"a#{i}", i}))
+      stream = LiteStash.stream(s, chunk_size: 1)
+
+      # Pull one element (opening shard 0's snapshot), then write more keys.
+      {[first], continuation} = step(stream)
+      :ok = LiteStash.mset(s, for(i <- 1..500, do: {"b#{i}", i}))
+      rest = continuation.()
+      all = [first | rest]
+      assert length(all) >= 500
+      assert Enum.count(all, fn {k, _} -> String.starts_with?(k, "a") end) == 500
+    end
+  end
+
+  defp shard_of(key) do
+    <<c, _::binary>> = Base.url_encode64(:crypto.hash(:blake2b, key))
+
+    c
+    |> then(fn c ->
+      Enum.find_index(
+        ~w(0123 4567 89-_ abAB cdCD efEF ghGH ijIJ klKL mnMN opOP qrQR stST uvUV wxWX yzYZ),
+        &String.contains?(&1, <<c>>)
+      )
+    end)
+  end
+
+  defp step(stream) do
+    parent = self()
+
+    pid =
+      spawn_link(fn ->
+        stream
+        |> Enum.each(fn item ->
+          send(parent, {:item, item})
+
+          receive do
+            :next -> :ok
+          end
+        end)
+
+        send(parent, :done)
+      end)
+
+    first =
+      receive do
+        {:item, item} -> item
+      end
+
+    continuation = fn ->
+      send(pid, :next)
+      collect(pid, [])
+    end
+
+    {[first], continuation}
+  end
+
+  defp collect(pid, acc) do
+    receive do
+      {:item, item} ->
+        send(pid, :next)
+        collect(pid, [item | acc])
+
+      :done ->
+        Enum.reverse(acc)
+    end
+  end
+end

@@ -1,0 +1,93 @@
+defmodule Mix.Tasks.LitestashTasksTest do
+  use ExUnit.Case, async: false
+
+  import LiteStash.Test.Helpers
+
+  @moduletag :tmp_dir
+
+  setup do
+    Mix.shell(Mix.Shell.Process)
+    on_exit(fn -> Mix.shell(Mix.Shell.IO) end)
+  end
+
+  defp run_task(task, args) do
+    status =
+      try do
+        Mix.Task.rerun(task, args)
+        0
+      catch
+        :exit, {:shutdown, code} -> code
+      end
+
+    {status, collect_output([])}
+  end
+
+  defp collect_output(acc) do
+    receive do
+      {:mix_shell, _, [line]} -> collect_output([line | acc])
+    after
+      0 -> acc |> Enum.reverse() |> Enum.join("\n")
+    end
+  end
+
+  defp written_dir(dir) do
+    s = start_store!(dir)
+    :ok = LiteStash.mset(s, for(i <- 1..500, do: {"k#{i}", %{"i" => i}}))
+    :ok = LiteStash.set(s, "t", 1, ttl: 600_000)
+    :ok = LiteStash.stop(s)
+    dir
+  end
+
+  describe "mix litestash.check" do
+    test "passes a sound data dir with a line per shard", %{tmp_dir: dir} do
+      {status, out} = run_task("litestash.check", [written_dir(dir)])
+      assert status == 0
+      assert out =~ "all 16 shard files pass"
+      assert length(Regex.scan(~r/^ok   tables_/m, out)) == 16
+    end
+
+    test "fails on a shard whose row does not match its hash", %{tmp_dir: dir} do
+      dir = written_dir(dir)
+      db = Path.join(dir, "tables_ab/tables_ab.db")
+
+      {_, 0} =
+        System.cmd("python3", [
+          "-c",
+          "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); " <>
+            "[c.execute('update \"%s\" set key = key || \"!\"' % t) for (t,) in " <>
+            "c.execute(\"select name from sqlite_master where type='table' and name like 'tables_%'\").fetchall()]; c.commit()",
+          db
+        ])
+
+      {status, out} = run_task("litestash.check", [dir])
+      assert status == 1
+      assert out =~ "FAIL tables_ab"
+      assert out =~ "key_hash"
+    end
+
+    test "refuses a directory that is not a data dir", %{tmp_dir: dir} do
+      {status, out} = run_task("litestash.check", [dir])
+      assert status == 1
+      assert out =~ "not a LiteStash data dir"
+    end
+
+    test "checks the contract fixture", %{tmp_dir: dir} do
+      {status, _out} = run_task("litestash.check", [copy_fixture!(Path.join(dir, "f"))])
+      assert status == 0
+    end
+  end
+
+  describe "mix litestash.stats" do
+    test "prints a row per shard and the totals", %{tmp_dir: dir} do
+      {status, out} = run_task("litestash.stats", [written_dir(dir)])
+      assert status == 0
+      assert out =~ ~r/^total\s+501\s+1\s/m
+      assert length(Regex.scan(~r/^tables_/m, out)) == 16
+    end
+
+    test "refuses a directory that is not a data dir", %{tmp_dir: dir} do
+      assert {1, out} = run_task("litestash.stats", [dir])
+      assert out =~ "not a LiteStash data dir"
+    end
+  end
+end
