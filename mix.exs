@@ -112,8 +112,9 @@ defmodule LiteStash.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       elixirc_options: [warnings_as_errors: true],
       deps: [],
-      # :mnesia and :dets serve only `mix litestash.bench`, as peers to compare with.
-      xref: [exclude: [:mnesia, :dets]],
+      # :mnesia and :dets serve only `mix litestash.bench`, as peers to compare
+      # with; :telemetry is called only when the host application has it.
+      xref: [exclude: [:mnesia, :dets, :telemetry]],
       description: description(),
       package: package(),
       source_url: @source_url,

@@ -254,12 +254,12 @@ defmodule LiteStash do
     key = key!(key)
     ttl = ttl_option!(opts)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :set, fn store ->
       write(
         &Native.set(store, &1, key, value, {:set, ttl}),
         &Native.set_dirty(store, &1, key, value, {:set, ttl})
       )
-    end
+    end)
   end
 
   defp ttl_option!(opts) do
@@ -294,7 +294,7 @@ defmodule LiteStash do
   def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
     pairs = Enum.map(pairs, fn {key, value} -> {key!(key), value} end)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :mset, fn store ->
       case pairs do
         [] ->
           :ok
@@ -305,7 +305,7 @@ defmodule LiteStash do
             &Native.set_many_dirty(store, &1, pairs)
           )
       end
-    end
+    end)
   end
 
   @doc """
@@ -315,17 +315,17 @@ defmodule LiteStash do
   def delete(server \\ __MODULE__, key) do
     key = key!(key)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :delete, fn store ->
       write(&Native.delete(store, &1, key), nil)
-    end
+    end)
   end
 
   @doc "Deletes every key of every shard. Returns `:ok` once committed."
   @spec clear(server()) :: :ok | {:error, Error.t()}
   def clear(server \\ __MODULE__) do
-    with {:ok, store} <- fetch(server) do
+    command(server, :clear, fn store ->
       write(&Native.clear(store, &1), nil)
-    end
+    end)
   end
 
   # Queues a write and waits for the writer thread's answer. The reference is
@@ -365,9 +365,9 @@ defmodule LiteStash do
   def get(server \\ __MODULE__, key) do
     key = key!(key)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :get, fn store ->
       Native.get(store, key)
-    end
+    end)
   end
 
   @doc "Like `get/2`, but returns the value or raises `LiteStash.Error`."
@@ -387,9 +387,9 @@ defmodule LiteStash do
   def mget(server \\ __MODULE__, keys) when is_list(keys) do
     keys = Enum.map(keys, &key!/1)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :mget, fn store ->
       Native.get_many(store, keys)
-    end
+    end)
   end
 
   @doc """
@@ -401,9 +401,9 @@ defmodule LiteStash do
     key = key!(key)
 
     result =
-      with {:ok, store} <- fetch(server) do
+      command(server, :exists, fn store ->
         Native.exists(store, key)
-      end
+      end)
 
     case result do
       {:ok, found} -> found
@@ -425,9 +425,9 @@ defmodule LiteStash do
   def keys(server, opts) do
     prefix = prefix_option!(opts, [])
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :keys, fn store ->
       Native.keys(store, prefix)
-    end
+    end)
   end
 
   @doc """
@@ -441,9 +441,9 @@ defmodule LiteStash do
   def count(server, opts) do
     prefix = prefix_option!(opts, [])
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :count, fn store ->
       Native.count(store, prefix)
-    end
+    end)
   end
 
   @doc """
@@ -543,9 +543,9 @@ defmodule LiteStash do
             "expire/3 takes a positive integer of milliseconds, got: #{inspect(ms)}"
     end
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :expire, fn store ->
       write(&Native.expire(store, &1, key, ms), nil)
-    end
+    end)
   end
 
   @doc """
@@ -556,9 +556,9 @@ defmodule LiteStash do
   def persist(server \\ __MODULE__, key) do
     key = key!(key)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :persist, fn store ->
       write(&Native.expire(store, &1, key, nil), nil)
-    end
+    end)
   end
 
   @doc """
@@ -569,9 +569,9 @@ defmodule LiteStash do
   def ttl(server \\ __MODULE__, key) do
     key = key!(key)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :ttl, fn store ->
       Native.ttl(store, key)
-    end
+    end)
   end
 
   ## Atomic read-modify-write
@@ -609,9 +609,9 @@ defmodule LiteStash do
       raise ArgumentError, "incr takes an integer in -2^63..2^63-1 to add, got: #{inspect(by)}"
     end
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :incr, fn store ->
       write(&Native.incr(store, &1, key, by), nil)
-    end
+    end)
   end
 
   @doc """
@@ -622,12 +622,12 @@ defmodule LiteStash do
   def put_new(server \\ __MODULE__, key, value) do
     key = key!(key)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :put_new, fn store ->
       write(
         &Native.set(store, &1, key, value, :put_new),
         &Native.set_dirty(store, &1, key, value, :put_new)
       )
-    end
+    end)
   end
 
   @doc """
@@ -643,12 +643,12 @@ defmodule LiteStash do
   def compare_and_set(server \\ __MODULE__, key, expected, new) do
     key = key!(key)
 
-    with {:ok, store} <- fetch(server) do
+    command(server, :compare_and_set, fn store ->
       write(
         &Native.compare_and_set(store, &1, key, expected, new),
         &Native.compare_and_set_dirty(store, &1, key, expected, new)
       )
-    end
+    end)
   end
 
   ## Backup and maintenance
@@ -662,9 +662,18 @@ defmodule LiteStash do
   """
   @spec backup(server(), Path.t()) :: :ok | {:error, Error.t()}
   def backup(server \\ __MODULE__, dest_dir) when is_binary(dest_dir) do
-    with {:ok, store} <- fetch(server) do
-      Native.backup(store, Path.expand(dest_dir))
-    end
+    dest = Path.expand(dest_dir)
+
+    command(server, :backup, fn store ->
+      start = System.monotonic_time()
+      result = Native.backup(store, dest)
+
+      with {:ok, {_, name, true}} <- fetch(server) do
+        LiteStash.Telemetry.backup_done(name, dest, System.monotonic_time() - start, result)
+      end
+
+      result
+    end)
   end
 
   @doc """
@@ -673,9 +682,9 @@ defmodule LiteStash do
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(server \\ __MODULE__) do
-    with {:ok, store} <- fetch(server) do
+    command(server, :info, fn store ->
       Native.info(store)
-    end
+    end)
   end
 
   @doc """
@@ -688,9 +697,9 @@ defmodule LiteStash do
   """
   @spec compact(server()) :: :ok | {:error, Error.t()}
   def compact(server \\ __MODULE__) do
-    with {:ok, store} <- fetch(server) do
+    command(server, :compact, fn store ->
       write(&Native.compact(store, &1), nil)
-    end
+    end)
   end
 
   ## Helpers
@@ -701,10 +710,20 @@ defmodule LiteStash do
     raise ArgumentError, "a LiteStash key must be a binary (a UTF-8 string), got: #{inspect(key)}"
   end
 
+  # Runs `fun` with the store's handle, inside a telemetry span when the
+  # host application has :telemetry (decided once, when the store started).
+  defp command(server, command, fun) do
+    case fetch(server) do
+      {:ok, {store, _name, false}} -> fun.(store)
+      {:ok, {store, name, true}} -> LiteStash.Telemetry.span(name, command, fn -> fun.(store) end)
+      {:error, _} = error -> error
+    end
+  end
+
   defp fetch(server) when is_atom(server) do
     case :persistent_term.get({__MODULE__, server}, nil) do
       nil -> {:error, not_running(server)}
-      store -> {:ok, store}
+      handle -> {:ok, handle}
     end
   end
 
@@ -721,7 +740,7 @@ defmodule LiteStash do
 
   defp fetch!(server) do
     case fetch(server) do
-      {:ok, store} -> store
+      {:ok, {store, _name, _telemetry}} -> store
       {:error, error} -> raise error
     end
   end

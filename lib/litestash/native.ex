@@ -28,6 +28,7 @@ defmodule LiteStash.Native do
 
   def open(_path, _synchronous, _busy_timeout_ms, _max_page_count), do: err()
   def monitor_owner(_store), do: err()
+  def set_event_receiver(_store, _pid), do: err()
   def close(_store), do: err()
   def get(_store, _key), do: err()
   def get_many(_store, _keys), do: err()

@@ -17,9 +17,19 @@ defmodule LiteStash.Owner do
   def init({store, name}) do
     Process.flag(:trap_exit, true)
     :ok = Native.monitor_owner(store)
-    :persistent_term.put({LiteStash, name}, store)
+    telemetry? = LiteStash.Telemetry.enabled?()
+    if telemetry?, do: :ok = Native.set_event_receiver(store, self())
+    :persistent_term.put({LiteStash, name}, {store, name, telemetry?})
     {:ok, %{store: store, name: name}}
   end
+
+  @impl GenServer
+  def handle_info({:litestash_event, kind, shard, count, duration_us}, state) do
+    LiteStash.Telemetry.writer_event(state.name, kind, shard, count, duration_us)
+    {:noreply, state}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
 
   @impl GenServer
   def terminate(_reason, %{store: store, name: name}) do

@@ -32,4 +32,4 @@ pub use key::{
 };
 pub use shard::{APPLICATION_ID, CONTRACT_VERSION};
 pub use store::{Options, ShardInfo, Snapshot, Store, Synchronous};
-pub use writer::{Outcome, Reply};
+pub use writer::{Event, EventHook, Outcome, Reply};

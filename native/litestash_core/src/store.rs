@@ -5,7 +5,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::{Key, SHARD_COUNT};
 use crate::shard::ShardFile;
 use crate::shard::EXPIRY_ANY_DUE;
-use crate::writer::{self, now_ms, Job, Message, Op, Outcome, Reply, Row, Target};
+use crate::writer::{
+    self, now_ms, EventHook, HookSlot, Job, Message, Op, Outcome, Reply, Row, Target,
+};
 use crossbeam_channel::Sender;
 use once_cell::sync::Lazy;
 use rusqlite::types::ValueRef;
@@ -150,6 +152,7 @@ pub struct Store {
     options: Options,
     closed: AtomicBool,
     writers: Mutex<Vec<JoinHandle<()>>>,
+    hook: HookSlot,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,6 +194,7 @@ impl Store {
             options,
             closed: AtomicBool::new(false),
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
+            hook: HookSlot::default(),
         };
         for index in 0..SHARD_COUNT {
             // On an error, dropping `store` stops the writers started so far
@@ -208,13 +212,27 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::Corrupt => return Ok(Shard::Broken(e)),
             Err(e) => return Err(e),
         };
-        let (writer, handle) = writer::spawn(Arc::clone(&file), conn, &self.options)?;
+        let (writer, handle) = writer::spawn(
+            Arc::clone(&file),
+            conn,
+            &self.options,
+            Arc::clone(&self.hook),
+        )?;
         lock(&self.writers).push(handle);
         Ok(Shard::Ready {
             file,
             writer,
             readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Sets (or with `None` removes) the hook that receives the writers'
+    /// events: each group commit and each expiry sweep.
+    pub fn set_event_hook(&self, hook: Option<EventHook>) {
+        match self.hook.write() {
+            Ok(mut slot) => *slot = hook,
+            Err(poisoned) => *poisoned.into_inner() = hook,
+        }
     }
 
     /// The canonical path of the data dir.

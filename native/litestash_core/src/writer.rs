@@ -126,6 +126,36 @@ impl Op {
     }
 }
 
+/// What a shard writer reports as it works, for observability.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A group commit: `batch_size` callers' writes in one transaction.
+    Commit {
+        /// Index into [`crate::SHARDS`].
+        shard: usize,
+        /// Writes in the transaction.
+        batch_size: usize,
+        /// From `BEGIN` to the end of `COMMIT`.
+        duration: Duration,
+    },
+    /// An expiry sweep that deleted `deleted` keys.
+    Sweep {
+        /// Index into [`crate::SHARDS`].
+        shard: usize,
+        /// Keys deleted.
+        deleted: usize,
+        /// Time the sweep's transaction took.
+        duration: Duration,
+    },
+}
+
+/// Receives the writers' [`Event`]s, on the writer threads.
+pub type EventHook = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Where the writers find the current hook (set after the store opens).
+pub(crate) type HookSlot = Arc<std::sync::RwLock<Option<EventHook>>>;
+
 pub(crate) struct Job {
     pub op: Op,
     pub reply: Reply,
@@ -149,6 +179,7 @@ pub(crate) fn spawn(
     file: Arc<ShardFile>,
     mut conn: Connection,
     options: &Options,
+    hook: HookSlot,
 ) -> Result<(Sender<Message>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let wal_pages = Arc::new(AtomicI32::new(0));
@@ -170,6 +201,7 @@ pub(crate) fn spawn(
         sweep_batch: options.sweep_batch.max(1),
         next_sweep: Instant::now(),
         compacting: Vec::new(),
+        hook,
     };
     let name = format!("litestash {}", crate::key::SHARDS[writer.file.index]);
     let handle = std::thread::Builder::new()
@@ -193,6 +225,7 @@ struct Writer {
     next_sweep: Instant,
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
+    hook: HookSlot,
 }
 
 fn now() -> (i64, i64) {
@@ -241,7 +274,14 @@ impl Writer {
                 }
                 // A panic here answers every caller of the batch through
                 // `Reply`'s destructor and the thread goes on.
+                let size = batch.len();
+                let started = Instant::now();
                 let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+                self.emit(|shard| Event::Commit {
+                    shard,
+                    batch_size: size,
+                    duration: started.elapsed(),
+                });
             }
             let _ = catch_unwind(AssertUnwindSafe(|| self.background()));
         }
@@ -267,7 +307,15 @@ impl Writer {
     fn background(&mut self) {
         self.checkpoint_if_due();
         if Instant::now() >= self.next_sweep {
+            let started = Instant::now();
             let swept = self.transaction(|w| w.sweep(w.sweep_batch));
+            if let Ok(deleted @ 1..) = swept {
+                self.emit(|shard| Event::Sweep {
+                    shard,
+                    deleted,
+                    duration: started.elapsed(),
+                });
+            }
             // A full batch means more are due: sweep again soon, between
             // the callers' batches.
             self.next_sweep = match swept {
@@ -289,6 +337,18 @@ impl Writer {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands an event to the hook, if one is set.
+    fn emit(&self, event: impl FnOnce(usize) -> Event) {
+        let hook = match self.hook.read() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(hook) = hook {
+            let event = event(self.file.index);
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(event)));
         }
     }
 

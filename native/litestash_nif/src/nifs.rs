@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 rustler::atoms! {
+    litestash_event,
+    commit,
+    sweep,
     path,
     problems,
     rows,
@@ -736,5 +739,47 @@ fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResu
                 Err(e) => error_tuple(env, &e),
             },
         )
+    })
+}
+
+/// Sends the writers' events to `pid` as
+/// `{:litestash_event, :commit | :sweep, shard, count, duration_us}`; the
+/// owner turns them into telemetry events.
+#[rustler::nif]
+fn set_event_receiver(
+    env: Env,
+    store: ResourceArc<StoreResource>,
+    pid: LocalPid,
+) -> NifResult<Term> {
+    guard(env, || {
+        let hook: litestash_core::EventHook = Arc::new(move |event| {
+            let (kind, shard, count, duration) = match event {
+                litestash_core::Event::Commit {
+                    shard,
+                    batch_size,
+                    duration,
+                } => (commit(), shard, batch_size, duration),
+                litestash_core::Event::Sweep {
+                    shard,
+                    deleted,
+                    duration,
+                } => (sweep(), shard, deleted, duration),
+                _ => return,
+            };
+            let mut owned = OwnedEnv::new();
+            let _ = owned.send_and_clear(&pid, |env| {
+                let name = litestash_core::SHARDS.get(shard).copied().unwrap_or("");
+                (
+                    litestash_event(),
+                    kind,
+                    name,
+                    count,
+                    duration.as_micros() as u64,
+                )
+                    .encode(env)
+            });
+        });
+        store.store.set_event_hook(Some(hook));
+        Ok(atom::ok().encode(env))
     })
 }

@@ -1,0 +1,90 @@
+defmodule LiteStash.Telemetry do
+  @moduledoc """
+  The `:telemetry` events LiteStash emits when the host application has the
+  `:telemetry` library loaded (LiteStash does not depend on it; it checks
+  once, when a store starts).
+
+    * `[:litestash, :command, :start]` - measurements `%{system_time,
+      monotonic_time}`, metadata `%{store, command}`.
+    * `[:litestash, :command, :stop]` - measurements `%{duration,
+      monotonic_time}` (native time units), metadata `%{store, command}`.
+    * `[:litestash, :command, :exception]` - as `:stop`, plus `kind`,
+      `reason` and `stacktrace` in the metadata, when a command raises.
+    * `[:litestash, :commit, :stop]` - one per group commit of a shard
+      writer: measurements `%{duration, batch_size}`, metadata `%{store, shard}`.
+    * `[:litestash, :sweep, :stop]` - one per expiry sweep that deleted keys:
+      measurements `%{duration, deleted}`, metadata `%{store, shard}`.
+    * `[:litestash, :backup, :stop]` - measurements `%{duration}`, metadata
+      `%{store, dest, result}`.
+
+  `command` is the function's name as an atom (`:set`, `:get`, `:mset`, ...).
+  """
+
+  @doc false
+  @spec enabled?() :: boolean()
+  def enabled?,
+    do: Code.ensure_loaded?(:telemetry) and function_exported?(:telemetry, :execute, 3)
+
+  @doc false
+  @spec span(atom(), atom(), (() -> result)) :: result when result: term()
+  def span(store, command, fun) do
+    meta = %{store: store, command: command}
+    start = System.monotonic_time()
+
+    :telemetry.execute(
+      [:litestash, :command, :start],
+      %{system_time: System.system_time(), monotonic_time: start},
+      meta
+    )
+
+    try do
+      fun.()
+    catch
+      kind, reason ->
+        stop = System.monotonic_time()
+
+        :telemetry.execute(
+          [:litestash, :command, :exception],
+          %{duration: stop - start, monotonic_time: stop},
+          Map.merge(meta, %{kind: kind, reason: reason, stacktrace: __STACKTRACE__})
+        )
+
+        :erlang.raise(kind, reason, __STACKTRACE__)
+    else
+      result ->
+        stop = System.monotonic_time()
+
+        :telemetry.execute(
+          [:litestash, :command, :stop],
+          %{duration: stop - start, monotonic_time: stop},
+          meta
+        )
+
+        result
+    end
+  end
+
+  @doc false
+  @spec writer_event(atom(), :commit | :sweep, String.t(), non_neg_integer(), non_neg_integer()) ::
+          :ok
+  def writer_event(store, kind, shard, count, duration_us) do
+    count_key = if kind == :commit, do: :batch_size, else: :deleted
+    duration = System.convert_time_unit(duration_us, :microsecond, :native)
+
+    :telemetry.execute(
+      [:litestash, kind, :stop],
+      %{:duration => duration, count_key => count},
+      %{store: store, shard: shard}
+    )
+  end
+
+  @doc false
+  @spec backup_done(atom(), String.t(), integer(), term()) :: :ok
+  def backup_done(store, dest, duration, result) do
+    :telemetry.execute([:litestash, :backup, :stop], %{duration: duration}, %{
+      store: store,
+      dest: dest,
+      result: result
+    })
+  end
+end

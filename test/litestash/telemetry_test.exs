@@ -1,0 +1,97 @@
+defmodule LiteStash.TelemetryTest do
+  # Handlers are global: not async.
+  use ExUnit.Case, async: false
+
+  import LiteStash.Test.Helpers
+
+  @moduletag :tmp_dir
+
+  setup do
+    parent = self()
+    id = "test-#{System.unique_integer()}"
+
+    events = [
+      [:litestash, :command, :start],
+      [:litestash, :command, :stop],
+      [:litestash, :command, :exception],
+      [:litestash, :commit, :stop],
+      [:litestash, :sweep, :stop],
+      [:litestash, :backup, :stop]
+    ]
+
+    :ok =
+      :telemetry.attach_many(
+        id,
+        events,
+        fn event, measurements, metadata, _ ->
+          send(parent, {:event, event, measurements, metadata})
+        end,
+        nil
+      )
+
+    on_exit(fn -> :telemetry.detach(id) end)
+  end
+
+  test "commands emit start and stop spans with store and command", %{tmp_dir: dir} do
+    s = start_store!(dir)
+    :ok = LiteStash.set(s, "k", 1)
+    {:ok, 1} = LiteStash.get(s, "k")
+
+    for command <- [:set, :get] do
+      assert_receive {:event, [:litestash, :command, :start], %{system_time: _},
+                      %{store: ^s, command: ^command}}
+
+      assert_receive {:event, [:litestash, :command, :stop], %{duration: d},
+                      %{store: ^s, command: ^command}}
+
+      assert is_integer(d) and d >= 0
+    end
+  end
+
+  test "a command that raises emits :exception and re-raises" do
+    assert_raise RuntimeError, "boom", fn ->
+      LiteStash.Telemetry.span(:some_store, :get, fn -> raise "boom" end)
+    end
+
+    assert_receive {:event, [:litestash, :command, :exception], %{duration: _},
+                    %{store: :some_store, command: :get, kind: :error, reason: %RuntimeError{}}}
+  end
+
+  test "each group commit emits [:litestash, :commit, :stop] with its batch size",
+       %{tmp_dir: dir} do
+    s = start_store!(dir)
+
+    1..200
+    |> Task.async_stream(fn i -> :ok = LiteStash.set(s, "k#{i}", i) end, max_concurrency: 200)
+    |> Stream.run()
+
+    sizes = collect_commits([])
+    assert Enum.sum(sizes) == 200
+    assert Enum.all?(sizes, &(&1 >= 1))
+  end
+
+  test "sweeps and backups emit their events", %{tmp_dir: dir} do
+    s = start_store!(Path.join(dir, "live"))
+    :ok = LiteStash.set(s, "t", 1, ttl: 10)
+
+    assert_receive {:event, [:litestash, :sweep, :stop], %{deleted: 1, duration: _},
+                    %{store: ^s, shard: shard}},
+                   5_000
+
+    assert is_binary(shard)
+    dest = Path.join(dir, "copy")
+    :ok = LiteStash.backup(s, dest)
+
+    assert_receive {:event, [:litestash, :backup, :stop], %{duration: _},
+                    %{store: ^s, dest: ^dest, result: :ok}}
+  end
+
+  defp collect_commits(acc) do
+    receive do
+      {:event, [:litestash, :commit, :stop], %{batch_size: n, duration: _}, %{shard: _}} ->
+        collect_commits([n | acc])
+    after
+      500 -> acc
+    end
+  end
+end
