@@ -27,6 +27,22 @@ defmodule LiteStash do
       {:ok, [0.1, 0.5, 0.9]} = LiteStash.get("vec:1")
 
   Put it in your supervision tree with `{LiteStash, data_dir: "./data"}`.
+
+  Keys can expire, the store can be walked lazily, counters and conditional
+  writes are atomic, and a running store can be backed up:
+
+      :ok = LiteStash.set("session:abc", %{"user" => 1001}, ttl: 60_000)
+      {:ok, _ms_left} = LiteStash.ttl("session:abc")
+
+      LiteStash.stream(prefix: "user:") |> Enum.take(10)
+
+      {:ok, 1} = LiteStash.incr("hits")
+      :ok = LiteStash.put_new("lock:job-7", "owner-a")
+      :ok = LiteStash.compare_and_set("lock:job-7", "owner-a", "owner-b")
+
+      :ok = LiteStash.backup("/tmp/kv-backup")
+      {:ok, _per_shard} = LiteStash.info()
+      :ok = LiteStash.compact()
   Several stores can run at once under different names and data dirs; every
   data function takes the store's name as an optional first argument:
 
