@@ -461,9 +461,9 @@ impl Store {
             file,
             conn,
             now: now_ms(),
-            next: vec![low; crate::key::TABLES_PER_SHARD],
+            next: low,
             high,
-            done: [false; crate::key::TABLES_PER_SHARD],
+            done: false,
         })
     }
 
@@ -896,10 +896,10 @@ pub struct Snapshot {
     file: Arc<ShardFile>,
     conn: Connection,
     now: i64,
-    /// Per table, the lowest key not yet returned.
-    next: Vec<SqlBound>,
+    /// The lowest key not yet returned.
+    next: SqlBound,
     high: SqlBound,
-    done: [bool; crate::key::TABLES_PER_SHARD],
+    done: bool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -936,58 +936,70 @@ impl Snapshot {
         Ok(self.next_rows(limit)?.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// Merges the 4 tables' next rows in key order.
+    /// The next rows of the shard in key order, merged from its 4 tables.
+    ///
+    /// Each table is read up to `limit` rows past the last key returned.
+    /// Rows up to the smallest "last key read" of the tables that filled
+    /// their page are complete in every table, so they are returned (at
+    /// most 4 x `limit`); the walk resumes after them. Expired rows are
+    /// skipped; a page of nothing but expired rows does not end the walk.
     #[allow(clippy::type_complexity)]
     fn next_rows(&mut self, limit: usize) -> Result<Vec<(String, Result<Option<Vec<u8>>>)>> {
         let limit = limit.max(1);
-        let mut merged: Vec<(String, Result<Option<Vec<u8>>>)> = Vec::new();
-        for table in 0..crate::key::TABLES_PER_SHARD {
-            if self.done[table] {
-                continue;
-            }
-            let mut stmt = self
-                .conn
-                .prepare_cached(&self.file.tables[table].range)
-                .map_err(|e| self.file.err(e))?;
-            let rows = stmt
-                .query_map(params![self.next[table], self.high, limit as i64], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        value_bytes(r.get_ref(1)?),
-                        r.get::<_, Option<i64>>(2)?,
-                    ))
-                })
-                .map_err(|e| self.file.err(e))?;
-            let mut n = 0;
-            for row in rows {
-                let (key, value, expires) = row.map_err(|e| self.file.err(e))?;
-                n += 1;
-                if expires.map_or(true, |at| at > self.now) {
-                    merged.push((key, value));
+        while !self.done {
+            let mut merged: Vec<(String, Result<Option<Vec<u8>>>)> = Vec::new();
+            // The largest key up to which every table has been read.
+            let mut horizon: Option<String> = None;
+            for table in 0..crate::key::TABLES_PER_SHARD {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&self.file.tables[table].range)
+                    .map_err(|e| self.file.err(e))?;
+                let rows = stmt
+                    .query_map(params![self.next, self.high, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            value_bytes(r.get_ref(1)?),
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
+                    })
+                    .map_err(|e| self.file.err(e))?;
+                let mut read = 0;
+                let mut last = None;
+                for row in rows {
+                    let (key, value, expires) = row.map_err(|e| self.file.err(e))?;
+                    read += 1;
+                    last = Some(key.clone());
+                    if expires.map_or(true, |at| at > self.now) {
+                        merged.push((key, value));
+                    }
+                }
+                if read == limit {
+                    if let Some(last) = last {
+                        if horizon
+                            .as_ref()
+                            .map_or(true, |h| last.as_bytes() < h.as_bytes())
+                        {
+                            horizon = Some(last);
+                        }
+                    }
                 }
             }
-            if n < limit {
-                self.done[table] = true;
-            }
-        }
-        merged.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        merged.truncate(limit);
-        // Every table resumes after the last key returned; a table that
-        // returned keys beyond it reads them again next time.
-        if merged.len() == limit {
-            if let Some((last, _)) = merged.last() {
-                let mut after = last.as_bytes().to_vec();
-                after.push(0);
-                for (table, next) in self.next.iter_mut().enumerate() {
-                    *next = SqlBound::Text(after.clone());
-                    let _ = table;
+            merged.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            match horizon {
+                Some(h) => {
+                    merged.retain(|(k, _)| k.as_bytes() <= h.as_bytes());
+                    let mut after = h.into_bytes();
+                    after.push(0);
+                    self.next = SqlBound::Text(after);
                 }
-                self.done = [false; crate::key::TABLES_PER_SHARD];
+                None => self.done = true,
             }
-        } else {
-            self.done = [true; crate::key::TABLES_PER_SHARD];
+            if !merged.is_empty() {
+                return Ok(merged);
+            }
         }
-        Ok(merged)
+        Ok(Vec::new())
     }
 }
 
