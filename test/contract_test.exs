@@ -7,6 +7,30 @@ defmodule LiteStash.ContractTest do
 
   @moduletag :tmp_dir
 
+  describe "the project's copy of the contract" do
+    # CI lays the steering repo's shared/ beside the clone; a developer's
+    # checkout has it too. The copy must stay byte-identical to it.
+    @shared Path.expand("../../shared/contract", __DIR__)
+
+    @tag skip: not File.dir?(@shared) && "no ../shared/contract beside this checkout"
+    test "is byte-identical to shared/contract" do
+      ours = contract_path(".")
+
+      files =
+        for path <- Path.wildcard(Path.join(@shared, "**"), match_dot: false),
+            File.regular?(path),
+            not String.ends_with?(path, ["-wal", "-shm"]),
+            do: Path.relative_to(path, @shared)
+
+      assert "vectors.json" in files and "fixture_v1.exs" in files
+      assert length(files) >= 18
+
+      for file <- files do
+        assert File.read!(Path.join(ours, file)) == File.read!(Path.join(@shared, file)), file
+      end
+    end
+  end
+
   describe "value encoding" do
     test "every value of vectors.json encodes to its exact bytes and decodes back" do
       vectors = contract_path("vectors.json") |> File.read!() |> JSON.decode!()
