@@ -140,6 +140,15 @@ defmodule LiteStashTest do
       assert LiteStash.get(s, "list") == {:ok, list}
     end
 
+    test "atoms of any name are stored as their names", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.set(s, "atoms", [:plain, :é, :"✓ check", :日本, %{k: :"🔑"}])
+      assert LiteStash.get(s, "atoms") == {:ok, ["plain", "é", "✓ check", "日本", %{"k" => "🔑"}]}
+
+      assert {:error, %Error{reason: :unsupported_value}} =
+               LiteStash.set(s, "c", %{:"✓" => 1, "✓" => 2})
+    end
+
     test "the integer bounds themselves are stored", %{tmp_dir: dir} do
       s = start_store!(dir)
 
@@ -233,6 +242,24 @@ defmodule LiteStashTest do
   end
 
   describe "concurrency" do
+    test "10,000 concurrent writers all commit without exhausting a scheduler pool",
+         %{tmp_dir: dir} do
+      # Each caller waits in a receive, not on a dirty scheduler: with only
+      # 10 dirty IO schedulers, blocking ones would serialize or stall.
+      s = start_store!(dir)
+      parent = self()
+
+      pids =
+        for i <- 1..10_000 do
+          spawn_link(fn -> send(parent, {:done, i, LiteStash.set(s, "w:#{i}", i)}) end)
+        end
+
+      results = for _ <- pids, do: receive(do: ({:done, i, r} -> {i, r}))
+      assert Enum.all?(results, fn {_, r} -> r == :ok end)
+      assert LiteStash.count(s, prefix: "w:") == {:ok, 10_000}
+      assert LiteStash.get(s, "w:9999") == {:ok, 9999}
+    end
+
     test "50 processes writing and reading different keys all see their values", %{tmp_dir: dir} do
       s = start_store!(dir)
 

@@ -28,13 +28,14 @@ defmodule LiteStash.ExpiryTest do
 
     test "expired rows are deleted from the files by the sweep", %{tmp_dir: dir} do
       s = start_store!(dir)
-      for i <- 1..300, do: :ok = LiteStash.set(s, "tmp:#{i}", i, ttl: 1_500)
+      # Long enough that a loaded machine finishes writing before any expire.
+      for i <- 1..300, do: :ok = LiteStash.set(s, "tmp:#{i}", i, ttl: 3_000)
       :ok = LiteStash.set(s, "kept", 1)
       assert rows_in_files(dir) == 301
       assert expiry_rows_in_files(dir) == 300
 
       # Sweeps run every second on each shard's writer, without any read.
-      wait_until(fn -> rows_in_files(dir) == 1 end, 8_000)
+      wait_until(fn -> rows_in_files(dir) == 1 end, 15_000)
       assert expiry_rows_in_files(dir) == 0
       assert LiteStash.get(s, "kept") == {:ok, 1}
     end

@@ -4,7 +4,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{table_names, SHARDS, TABLES_PER_SHARD};
 use crate::store::{Options, Synchronous};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 
 /// `PRAGMA application_id` of every shard file: "LSKV".
@@ -251,19 +251,17 @@ impl ShardFile {
 
     /// Reads the file's identity without changing it.
     fn identify(&self, conn: &Connection) -> Result<Identity> {
-        let app_id: i32 = conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        let version: i32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        let first_table: Option<String> = conn
+        // One statement, so one read transaction: another process creating
+        // the file between separate reads could make a new file look like a
+        // legacy one (tables present, version not yet set).
+        let (app_id, version, first_table): (i32, i32, Option<String>) = conn
             .query_row(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 1",
+                "SELECT (SELECT application_id FROM pragma_application_id()), \
+                        (SELECT user_version FROM pragma_user_version()), \
+                        (SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 1)",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .optional()
             .map_err(|e| self.err(e))?;
         match (app_id, version, first_table) {
             (APPLICATION_ID, CONTRACT_VERSION, _) => Ok(Identity::Current),

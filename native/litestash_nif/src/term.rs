@@ -88,8 +88,7 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             } else if a == atom::false_() {
                 Ok(Value::Bool(false))
             } else {
-                let name = term.atom_to_string().map_err(|_| refuse("an atom"))?;
-                Ok(Value::Str(name))
+                Ok(Value::Str(atom_name(term)?))
             }
         }
         TermType::Binary => {
@@ -162,6 +161,30 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
         TermType::Ref => Err(refuse("a reference")),
         TermType::Fun => Err(refuse("a function")),
         TermType::Unknown => Err(refuse("a term of unknown type")),
+    }
+}
+
+/// An atom's name as UTF-8. NIF version 2.16 (OTP 25) reads atom names
+/// only as Latin-1; a name beyond Latin-1 is read from the atom's external
+/// term format, which carries it as UTF-8.
+fn atom_name(term: Term) -> Result<String, Refusal> {
+    if let Ok(name) = term.atom_to_string() {
+        return Ok(name);
+    }
+    let external = term.to_binary();
+    let bytes = external.as_slice();
+    let (latin1, len_bytes) = match bytes.get(1) {
+        Some(100) => (true, 2),  // ATOM_EXT
+        Some(115) => (true, 1),  // SMALL_ATOM_EXT
+        Some(118) => (false, 2), // ATOM_UTF8_EXT
+        Some(119) => (false, 1), // SMALL_ATOM_UTF8_EXT
+        _ => return Err(refuse("an atom whose name cannot be read")),
+    };
+    let name = bytes.get(2 + len_bytes..).unwrap_or_default();
+    if latin1 {
+        Ok(name.iter().map(|&b| char::from(b)).collect())
+    } else {
+        String::from_utf8(name.to_vec()).map_err(|_| refuse("an atom whose name is not UTF-8"))
     }
 }
 
