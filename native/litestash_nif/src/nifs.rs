@@ -324,10 +324,10 @@ fn backup<'a>(
     dest: String,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(match store.store.backup(std::path::Path::new(&dest)) {
-            Ok(()) => atom::ok().encode(env),
-            Err(e) => error_tuple(env, &e),
-        })
+        Ok(ok_or_error(
+            env,
+            store.store.backup(std::path::Path::new(&dest)),
+        ))
     })
 }
 
@@ -401,10 +401,7 @@ fn queue<'a>(
         Ok(match convert(&mut budget) {
             Err(Refusal::OverBudget) => reschedule().encode(env),
             Err(Refusal::Error(e)) => error_tuple(env, &e),
-            Ok(values) => match submit(&values) {
-                Ok(()) => atom::ok().encode(env),
-                Err(e) => error_tuple(env, &e),
-            },
+            Ok(values) => ok_or_error(env, submit(&values)),
         })
     })
 }
@@ -545,8 +542,8 @@ fn compare_and_set_dirty<'a>(
     )
 }
 
-/// Answers a queue attempt: `:ok` once queued, else the error.
-fn queued(env: Env, attempt: Result<(), Error>) -> Term {
+/// `:ok`, or `{:error, %LiteStash.Error{}}`.
+fn ok_or_error(env: Env, attempt: Result<(), Error>) -> Term {
     match attempt {
         Ok(()) => atom::ok().encode(env),
         Err(e) => error_tuple(env, &e),
@@ -562,7 +559,7 @@ fn expire<'a>(
     ttl_ms: Option<u64>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(queued(
+        Ok(ok_or_error(
             env,
             store
                 .store
@@ -580,7 +577,7 @@ fn incr<'a>(
     by: i64,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(queued(
+        Ok(ok_or_error(
             env,
             store
                 .store
@@ -596,7 +593,7 @@ fn compact<'a>(
     reference: Term<'a>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(queued(
+        Ok(ok_or_error(
             env,
             store.store.compact_async(reply_to(env, reference)),
         ))
@@ -653,15 +650,12 @@ fn delete<'a>(
     key: Binary<'a>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(
-            match store
+        Ok(ok_or_error(
+            env,
+            store
                 .store
-                .delete_async(key.as_slice(), reply_to(env, reference))
-            {
-                Ok(()) => atom::ok().encode(env),
-                Err(e) => error_tuple(env, &e),
-            },
-        )
+                .delete_async(key.as_slice(), reply_to(env, reference)),
+        ))
     })
 }
 
@@ -672,10 +666,10 @@ fn clear<'a>(
     reference: Term<'a>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(match store.store.clear_async(reply_to(env, reference)) {
-            Ok(()) => atom::ok().encode(env),
-            Err(e) => error_tuple(env, &e),
-        })
+        Ok(ok_or_error(
+            env,
+            store.store.clear_async(reply_to(env, reference)),
+        ))
     })
 }
 
