@@ -737,7 +737,7 @@ defmodule LiteStash do
   end
 
   defp fetch(server) when is_atom(server) do
-    case :persistent_term.get({__MODULE__, server}, nil) do
+    case Native.lookup(server) do
       nil -> {:error, not_running(server)}
       handle -> {:ok, handle}
     end

@@ -28,6 +28,9 @@ defmodule LiteStash.Native do
 
   def open(_path, _synchronous, _busy_timeout_ms, _max_page_count), do: err()
   def monitor_owner(_store), do: err()
+  def register(_name, _store, _telemetry?), do: err()
+  def lookup(_name), do: err()
+  def unregister(_name, _store), do: err()
   def set_event_receiver(_store, _pid), do: err()
   def close(_store), do: err()
   def get(_store, _key), do: err()
@@ -56,6 +59,7 @@ defmodule LiteStash.Native do
   def clear(_store, _ref), do: err()
   def encode_value(_term), do: err()
   def decode_value(_bytes), do: err()
+  def debug_poison_locks(_store), do: err()
   def debug_panic, do: err()
 
   defp err, do: :erlang.nif_error(:nif_not_loaded)

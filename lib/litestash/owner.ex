@@ -1,7 +1,8 @@
 defmodule LiteStash.Owner do
   @moduledoc false
   # The process that owns a store's lifecycle. Callers never message it: they
-  # find the store handle in :persistent_term and call the NIF directly. The
+  # find the store handle in the NIF's registry (Native.lookup/1; not
+  # :persistent_term, see REGISTRY in nifs.rs) and call the NIF directly. The
   # NIF monitors this process, so the store is closed and its data dir
   # released even when the owner is killed without running terminate/2.
 
@@ -19,7 +20,7 @@ defmodule LiteStash.Owner do
     :ok = Native.monitor_owner(store)
     telemetry? = LiteStash.Telemetry.enabled?()
     if telemetry?, do: :ok = Native.set_event_receiver(store, self())
-    :persistent_term.put({LiteStash, name}, {store, name, telemetry?})
+    :ok = Native.register(name, store, telemetry?)
     {:ok, %{store: store, name: name}}
   end
 
@@ -33,7 +34,7 @@ defmodule LiteStash.Owner do
 
   @impl GenServer
   def terminate(_reason, %{store: store, name: name}) do
-    :persistent_term.erase({LiteStash, name})
+    Native.unregister(name, store)
     Native.close(store)
   end
 end

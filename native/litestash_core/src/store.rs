@@ -151,6 +151,8 @@ pub struct Store {
     shards: Vec<Shard>,
     options: Options,
     closed: AtomicBool,
+    /// Whether the data dir has been released (once, by the first close).
+    released: AtomicBool,
     writers: Mutex<Vec<JoinHandle<()>>>,
     hook: HookSlot,
 }
@@ -187,12 +189,18 @@ impl Store {
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(&e, &dir.display().to_string()))?;
+        // Every shard is checked before any is created or written, so that
+        // a data dir LiteStash refuses is left exactly as it was.
+        for index in 0..SHARD_COUNT {
+            ShardFile::new(&dir, index).check(&options)?;
+        }
         claim(&dir)?;
         let mut store = Store {
             dir,
             shards: Vec::with_capacity(SHARD_COUNT),
             options,
             closed: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
         };
@@ -567,6 +575,7 @@ impl Store {
             .check_open()
             .and_then(|()| self.writer(index))
             .and_then(|writer| {
+                let reply = reply.queued();
                 writer.send(Message::Job(Job { op, reply })).map_err(
                     |crossbeam_channel::SendError(msg)| {
                         if let Message::Job(job) = msg {
@@ -735,6 +744,31 @@ impl Store {
         Ok(())
     }
 
+    /// Test hook: poisons every lock of this store, and the registry of open
+    /// data dirs, by panicking in a thread that holds them all, so that a
+    /// test can prove that each one is recovered.
+    #[doc(hidden)]
+    pub fn poison_locks_for_test(&self) {
+        let _ = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _dirs = lock(&OPEN_DIRS.0);
+                    let _writers = lock(&self.writers);
+                    let _hook = self.hook.write();
+                    let _readers: Vec<_> = self
+                        .shards
+                        .iter()
+                        .filter_map(|shard| match shard {
+                            Shard::Ready { readers, .. } => Some(lock(readers)),
+                            Shard::Broken(_) => None,
+                        })
+                        .collect();
+                    panic!("poisoning LiteStash's locks for a test");
+                })
+                .join()
+        });
+    }
+
     /// Writes `value` under `key` and waits for the commit.
     ///
     /// # Errors
@@ -789,10 +823,12 @@ impl Store {
         wait(|reply| self.compact_async(reply)).map(|_| ())
     }
 
-    /// Commits everything queued, stops the writers, closes every file and
-    /// releases the data dir. Calls after it get [`ErrorKind::Closed`].
-    /// Closing twice is a no-op.
-    pub fn close(&self) {
+    /// Starts closing without waiting for the disk: calls from now on get
+    /// [`ErrorKind::Closed`], a new open of the data dir waits for this
+    /// close to finish rather than failing with [`ErrorKind::AlreadyOpen`],
+    /// and every writer is told to commit what is queued, then stop.
+    /// [`Store::close`] finishes the job.
+    pub fn begin_close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -802,16 +838,27 @@ impl Store {
                 let _ = writer.send(Message::Shutdown);
             }
         }
-        let handles: Vec<JoinHandle<()>> = lock(&self.writers).drain(..).collect();
-        for handle in handles {
+    }
+
+    /// Commits everything queued, stops the writers, closes every file and
+    /// releases the data dir. Calls after it get [`ErrorKind::Closed`].
+    /// Closing again, or from several threads at once, is safe: each call
+    /// returns once the store is closed.
+    pub fn close(&self) {
+        self.begin_close();
+        // Held while joining, so that a concurrent close waits for this one.
+        let mut writers = lock(&self.writers);
+        for handle in writers.drain(..) {
             let _ = handle.join();
         }
-        for shard in &self.shards {
-            if let Shard::Ready { readers, .. } = shard {
-                lock(readers).clear();
+        if !self.released.swap(true, Ordering::AcqRel) {
+            for shard in &self.shards {
+                if let Shard::Ready { readers, .. } = shard {
+                    lock(readers).clear();
+                }
             }
+            release(&self.dir);
         }
-        release(&self.dir);
     }
 }
 

@@ -28,10 +28,13 @@ pub enum Outcome {
 pub type Callback = Box<dyn FnOnce(Result<Outcome>) + Send + 'static>;
 
 /// The promise to answer one caller exactly once. If it is dropped without
-/// an answer (a queue torn down at shutdown, a panic), the caller hears
-/// `Closed` or `Internal` rather than waiting forever.
+/// an answer once queued to a writer (a queue torn down at shutdown, a
+/// panic), the caller hears `Closed` or `Internal` rather than waiting
+/// forever. Dropped before it was queued, it stays silent: the call that
+/// would have queued it returned the refusal as its `Err`.
 pub struct Reply {
     callback: Option<Callback>,
+    queued: bool,
 }
 
 impl Reply {
@@ -39,12 +42,23 @@ impl Reply {
     pub fn new(callback: impl FnOnce(Result<Outcome>) + Send + 'static) -> Reply {
         Reply {
             callback: Some(Box::new(callback)),
+            queued: false,
         }
+    }
+
+    /// Marks the reply as handed to a writer: from now on, dropping it
+    /// unanswered answers the caller.
+    pub(crate) fn queued(mut self) -> Reply {
+        self.queued = true;
+        self
     }
 
     /// A reply nobody waits for (lazy deletes of expired keys).
     pub(crate) fn ignore() -> Reply {
-        Reply { callback: None }
+        Reply {
+            callback: None,
+            queued: false,
+        }
     }
 
     /// Answers the caller.
@@ -63,6 +77,9 @@ impl Reply {
 
 impl Drop for Reply {
     fn drop(&mut self) {
+        if !self.queued {
+            return;
+        }
         if let Some(callback) = self.callback.take() {
             let err = if std::thread::panicking() {
                 Error::new(

@@ -12,7 +12,7 @@ use rustler::{
     Atom, Binary, Encoder, Env, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 rustler::atoms! {
@@ -45,6 +45,9 @@ impl Resource for StoreResource {
 
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
         close_in_background(&self.store);
+        // Not found by name any more, the store is freed once no process
+        // holds it. (The VM keeps the resource alive through this callback.)
+        registry_mut().retain(|(_, entry)| !Arc::ptr_eq(&entry.store.store, &self.store));
     }
 }
 
@@ -59,6 +62,10 @@ fn close_in_background(store: &Arc<Store>) {
     if store.is_closed() {
         return;
     }
+    // At once, so that the data dir counts as closing, not open: a store
+    // opened on it next waits for this close instead of failing. The
+    // commits and the joins happen on a thread of ours.
+    store.begin_close();
     let store = Arc::clone(store);
     let spawned = std::thread::Builder::new()
         .name("litestash close".into())
@@ -66,6 +73,72 @@ fn close_in_background(store: &Arc<Store>) {
     if spawned.is_err() {
         // No thread to be had: the last `Arc` closes the store when dropped.
     }
+}
+
+/// A store registered under its name.
+struct Registered {
+    store: ResourceArc<StoreResource>,
+    telemetry: bool,
+}
+
+/// The running stores by name, where every call finds its store (a VM
+/// runs a few, so a list is the fastest map). Not `persistent_term`: when an entry there is erased or
+/// replaced, a process that read it and is in a dirty NIF call at that
+/// moment can be left pointing at freed memory (seen on OTP 25.2: `badarg`,
+/// or the VM aborts in `ethr_mutex_lock`). A lookup here gives each caller
+/// a reference of its own.
+static REGISTRY: RwLock<Vec<(Atom, Registered)>> = RwLock::new(Vec::new());
+
+fn registry() -> RwLockReadGuard<'static, Vec<(Atom, Registered)>> {
+    REGISTRY
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn registry_mut() -> RwLockWriteGuard<'static, Vec<(Atom, Registered)>> {
+    REGISTRY
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers `store` under `name`, replacing what was there.
+#[rustler::nif]
+fn register(
+    env: Env,
+    name: Atom,
+    store: ResourceArc<StoreResource>,
+    telemetry: bool,
+) -> NifResult<Term> {
+    guard(env, || {
+        let mut registry = registry_mut();
+        registry.retain(|(registered, _)| *registered != name);
+        registry.push((name, Registered { store, telemetry }));
+        Ok(atom::ok().encode(env))
+    })
+}
+
+/// `{store, name, telemetry?}` of the store registered under `name`, or nil.
+#[rustler::nif]
+fn lookup(env: Env, name: Atom) -> NifResult<Term> {
+    guard(env, || {
+        let registry = registry();
+        let found = registry.iter().find(|(registered, _)| *registered == name);
+        Ok(match found {
+            Some((_, entry)) => (entry.store.clone(), name, entry.telemetry).encode(env),
+            None => atom::nil().encode(env),
+        })
+    })
+}
+
+/// Removes `name`'s entry if it still is `store`.
+#[rustler::nif]
+fn unregister(env: Env, name: Atom, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || {
+        registry_mut().retain(|(registered, entry)| {
+            *registered != name || !Arc::ptr_eq(&entry.store.store, &store.store)
+        });
+        Ok(atom::ok().encode(env))
+    })
 }
 
 /// Runs `f`, turning a panic into `{:error, %LiteStash.Error{reason: :internal}}`.
@@ -696,6 +769,15 @@ fn decode_value<'a>(env: Env<'a>, bytes: Binary<'a>) -> NifResult<Term<'a>> {
             env,
             litestash_core::decode(bytes.as_slice()).and_then(|v| to_term(env, &v)),
         ))
+    })
+}
+
+/// Test hook: poisons every lock of the store, to prove each is recovered.
+#[rustler::nif(schedule = "DirtyIo")]
+fn debug_poison_locks(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    guard(env, || {
+        store.store.poison_locks_for_test();
+        Ok(atom::ok().encode(env))
     })
 }
 

@@ -40,3 +40,97 @@ pub fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// A small seeded PRNG (SplitMix64) for the fuzz and crash tests: a failure
+/// replays from its printed seed, with no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// `n` keys that route to shard `shard` (an index into `SHARDS`).
+pub fn keys_on_shard(shard: usize, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("key:{shard}:{i}"))
+        .filter(|k| {
+            litestash_core::route(&litestash_core::key_hash(k))
+                .unwrap()
+                .shard
+                == shard
+        })
+        .take(n)
+        .collect()
+}
+
+/// Every file and dir under `dir`, with each file's bytes and mtime, to
+/// prove that nothing was modified, created or removed. Left out: a dir's
+/// own mtime (reading a WAL file creates and removes `-wal`/`-shm` beside
+/// it) and what is inside a `-shm` (the WAL index is shared memory that
+/// every reader writes its read marks to; it holds no data).
+pub fn snapshot(
+    dir: &Path,
+) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let entry = if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            (Vec::new(), std::time::UNIX_EPOCH)
+        } else if path.to_string_lossy().ends_with("-shm") {
+            (Vec::new(), std::time::UNIX_EPOCH)
+        } else {
+            (std::fs::read(&path).unwrap(), meta.modified().unwrap())
+        };
+        out.insert(path, entry);
+    }
+    out
+}
+
+/// What changed between two [`snapshot`]s, one path a line; empty if nothing.
+pub fn changes(
+    before: &std::collections::BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)>,
+    after: &std::collections::BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)>,
+) -> String {
+    let mut out = String::new();
+    for (path, entry) in after {
+        match before.get(path) {
+            None => out.push_str(&format!("created {}\n", path.display())),
+            Some(old) if old.0 != entry.0 => out.push_str(&format!("rewrote {}\n", path.display())),
+            Some(old) if old.1 != entry.1 => out.push_str(&format!("touched {}\n", path.display())),
+            Some(_) => {}
+        }
+    }
+    for path in before.keys().filter(|p| !after.contains_key(*p)) {
+        out.push_str(&format!("removed {}\n", path.display()));
+    }
+    out
+}
+
+/// The shard file of `shard` under `dir`.
+pub fn shard_path(dir: &Path, shard: usize) -> PathBuf {
+    let name = litestash_core::SHARDS[shard];
+    dir.join(name).join(format!("{name}.db"))
+}

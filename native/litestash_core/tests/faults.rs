@@ -1,0 +1,145 @@
+//! Faults a store must survive without a restart: a full disk, a poisoned
+//! lock, a write refused before it is queued.
+
+mod common;
+
+use common::keys_on_shard;
+use litestash_core::{ErrorKind, Options, Outcome, Reply, Result, Store, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A reply that counts how often it is answered.
+fn counted(answers: &Arc<AtomicUsize>) -> Reply {
+    let answers = Arc::clone(answers);
+    Reply::new(move |_: Result<Outcome>| {
+        answers.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+#[test]
+fn a_write_refused_before_it_is_queued_is_answered_only_by_its_err() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    let answers = Arc::new(AtomicUsize::new(0));
+    let deep = (0..600).fold(Value::Nil, |v, _| Value::Array(vec![v]));
+
+    let refused = [
+        store.set_async(b"", &Value::Nil, None, counted(&answers)),
+        store.set_async(b"k", &deep, None, counted(&answers)),
+        store.set_many_async(
+            &[(b"ok", &Value::Nil), (b"", &Value::Nil)],
+            counted(&answers),
+        ),
+        store.delete_async(&[0xff], counted(&answers)),
+        store.put_new_async(b"k", &deep, counted(&answers)),
+    ];
+    let kinds: Vec<ErrorKind> = refused
+        .iter()
+        .map(|r| r.as_ref().unwrap_err().kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ErrorKind::InvalidKey,
+            ErrorKind::TooDeep,
+            ErrorKind::InvalidKey,
+            ErrorKind::InvalidKey,
+            ErrorKind::TooDeep
+        ]
+    );
+
+    store.close();
+    for refused in [
+        store.set_async(b"k", &Value::Nil, None, counted(&answers)),
+        store.set_many_async(&[(b"k", &Value::Nil)], counted(&answers)),
+        store.delete_async(b"k", counted(&answers)),
+        store.incr_async(b"n", 1, counted(&answers)),
+        store.clear_async(counted(&answers)),
+    ] {
+        assert_eq!(refused.unwrap_err().kind(), ErrorKind::Closed);
+    }
+    assert_eq!(
+        answers.load(Ordering::SeqCst),
+        0,
+        "a refused write was also answered"
+    );
+}
+
+#[test]
+fn a_queued_write_is_answered_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    let answers = Arc::new(AtomicUsize::new(0));
+    for i in 0..200 {
+        let key = format!("k{i}");
+        store
+            .set_async(key.as_bytes(), &Value::Int(i), None, counted(&answers))
+            .unwrap();
+    }
+    store
+        .set_many_async(
+            &[(b"a", &Value::Nil), (b"b", &Value::Nil)],
+            counted(&answers),
+        )
+        .unwrap();
+    store.clear_async(counted(&answers)).unwrap();
+    store.close();
+    assert_eq!(answers.load(Ordering::SeqCst), 202);
+}
+
+#[test]
+fn a_full_disk_fails_the_write_keeps_the_data_and_recovers_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        max_page_count: Some(32),
+        ..Options::default()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let keys = keys_on_shard(6, 100);
+    let value = |i: usize| Value::Bin(vec![i as u8; 3000]);
+    let stored = keys
+        .iter()
+        .take_while(|k| store.set(k.as_bytes(), &value(k.len())).is_ok())
+        .count();
+    assert!(stored > 3 && stored < keys.len(), "{stored} stored");
+    let full = &keys[stored];
+    let err = store.set(full.as_bytes(), &value(1)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DiskFull, "{err}");
+    assert!(err.message().contains("tables_gh.db"), "{err}");
+
+    for key in &keys[..stored] {
+        assert_eq!(store.get(key.as_bytes()).unwrap(), Some(value(key.len())));
+    }
+    assert_eq!(store.get(full.as_bytes()).unwrap(), None);
+    let elsewhere = &keys_on_shard(12, 1)[0];
+    store.set(elsewhere.as_bytes(), &value(2)).unwrap();
+
+    for key in &keys[..3] {
+        store.delete(key.as_bytes()).unwrap();
+    }
+    store.set(full.as_bytes(), &value(1)).unwrap();
+    assert_eq!(store.get(full.as_bytes()).unwrap(), Some(value(1)));
+    store.close();
+}
+
+#[test]
+fn poisoned_locks_are_recovered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    store.set(b"before", &Value::Int(1)).unwrap();
+    store.poison_locks_for_test();
+
+    assert_eq!(store.get(b"before").unwrap(), Some(Value::Int(1)));
+    store.set(b"after", &Value::Int(2)).unwrap();
+    assert_eq!(store.count("").unwrap(), 2);
+    assert_eq!(
+        Store::open(tmp.path(), Options::default())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::AlreadyOpen
+    );
+    store.close();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert_eq!(store.get(b"after").unwrap(), Some(Value::Int(2)));
+    store.close();
+}

@@ -1,0 +1,309 @@
+//! Files LiteStash must not write to are refused at open with their own
+//! reason and a message naming the path, and left exactly as they were; a
+//! damaged shard file is reported as `Corrupt` while the other shards serve.
+
+mod common;
+
+use common::{changes, keys_on_shard, shard_path, snapshot};
+use litestash_core::{key_hash, table_names, ErrorKind, Options, Store, Value, SHARD_COUNT};
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Opens `dir`, expecting a refusal of `kind` whose message names `names`,
+/// and checks that nothing under `dir` was created, removed or modified.
+fn assert_refused(dir: &Path, kind: ErrorKind, names: &Path) {
+    let before = snapshot(dir);
+    let err = Store::open(dir, Options::default()).unwrap_err();
+    assert_eq!(err.kind(), kind, "{err}");
+    assert!(
+        err.message().contains(&names.display().to_string()),
+        "the message does not name {}: {err}",
+        names.display()
+    );
+    let changed = changes(&before, &snapshot(dir));
+    assert!(
+        changed.is_empty(),
+        "{} was modified:\n{changed}",
+        dir.display()
+    );
+    // A refused dir is not left claimed: the same call fails the same way.
+    assert_eq!(
+        Store::open(dir, Options::default()).unwrap_err().kind(),
+        kind
+    );
+}
+
+/// A data dir with every shard file, some keys in each, closed cleanly.
+fn litestash_dir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    for shard in 0..SHARD_COUNT {
+        for key in keys_on_shard(shard, 3) {
+            store.set(key.as_bytes(), &Value::Str(key.clone())).unwrap();
+        }
+    }
+    store.close();
+    tmp
+}
+
+fn set_header(path: &Path, application_id: i32, user_version: i32) {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "application_id", application_id)
+        .unwrap();
+    conn.pragma_update(None, "user_version", user_version)
+        .unwrap();
+}
+
+#[test]
+fn a_data_dir_that_is_a_regular_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("data");
+    std::fs::write(&file, b"not a directory").unwrap();
+    assert_refused(&file, ErrorKind::NotADirectory, &file);
+}
+
+#[test]
+fn a_shard_path_that_is_a_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A middle shard, so that a store opening the shards in order would
+    // already have created others.
+    let path = shard_path(tmp.path(), 7);
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("inside"), b"keep me").unwrap();
+    assert_refused(tmp.path(), ErrorKind::NotADirectory, &path);
+}
+
+#[test]
+fn a_shard_dir_that_is_a_regular_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard_dir = tmp.path().join(litestash_core::SHARDS[9]);
+    std::fs::write(&shard_dir, b"a file where a dir belongs").unwrap();
+    assert_refused(tmp.path(), ErrorKind::NotADirectory, &shard_dir);
+}
+
+#[test]
+fn an_sqlite_file_of_another_application_is_refused() {
+    for wal in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = shard_path(tmp.path(), 5);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            if wal {
+                conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+                    .unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA application_id = 1234;
+                 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
+                 INSERT INTO users (name) VALUES ('ada'), ('grace');",
+            )
+            .unwrap();
+        }
+        assert_refused(tmp.path(), ErrorKind::NotLitestash, &path);
+    }
+}
+
+#[test]
+fn an_sqlite_file_another_program_left_mid_write_is_refused_and_not_recovered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = shard_path(tmp.path(), 8);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .unwrap();
+    conn.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0;
+         PRAGMA application_id = 99;
+         CREATE TABLE events (at INTEGER);
+         INSERT INTO events VALUES (1), (2), (3);",
+    )
+    .unwrap();
+    // The program "crashed": its committed work is still in the -wal only.
+    std::mem::forget(conn);
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    assert_refused(tmp.path(), ErrorKind::NotLitestash, &path);
+}
+
+#[test]
+fn an_sqlite_file_with_no_application_id_and_foreign_tables_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = shard_path(tmp.path(), 0);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('x');")
+        .unwrap();
+    assert_refused(tmp.path(), ErrorKind::NotLitestash, &path);
+}
+
+#[test]
+fn a_litestash_file_whose_tables_break_the_contract_is_refused() {
+    let tmp = litestash_dir();
+    let path = shard_path(tmp.path(), 4);
+    let table = &table_names(4)[1];
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!(
+            "DROP TABLE \"{table}\"; CREATE TABLE \"{table}\" (key_hash TEXT PRIMARY KEY, value BLOB);"
+        ))
+        .unwrap();
+    assert_refused(tmp.path(), ErrorKind::NotLitestash, &path);
+}
+
+#[test]
+fn a_file_from_a_newer_contract_is_refused() {
+    let tmp = litestash_dir();
+    let path = shard_path(tmp.path(), 11);
+    set_header(&path, litestash_core::APPLICATION_ID, 2);
+    assert_refused(tmp.path(), ErrorKind::NewerVersion, &path);
+}
+
+/// Shard files as the Python litestash 0.1 package wrote them: the same file
+/// and table names, no application_id, user_version 0, a 41-byte BLAKE2b
+/// key hash and JSON text values.
+fn python_0_1_shard(dir: &Path, shard: usize) {
+    let path = shard_path(dir, shard);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .unwrap();
+    for table in table_names(shard) {
+        conn.execute_batch(&format!(
+            "CREATE TABLE \"{table}\" (key_hash VARCHAR NOT NULL, \"key\" VARCHAR, \
+             value JSON, timestamp INTEGER, microsecond INTEGER, PRIMARY KEY (key_hash)); \
+             CREATE UNIQUE INDEX \"ix_{table}_key\" ON \"{table}\" (\"key\");"
+        ))
+        .unwrap();
+    }
+    let key = &keys_on_shard(shard, 1)[0];
+    conn.execute(
+        &format!(
+            "INSERT INTO \"{}\" VALUES (?1, ?2, '{{\"a\": 1}}', 1700000000, 0)",
+            table_names(shard)[0]
+        ),
+        [&key_hash(key)[..55], key],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_python_litestash_0_1_data_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shard in 0..SHARD_COUNT {
+        python_0_1_shard(tmp.path(), shard);
+    }
+    assert_refused(
+        tmp.path(),
+        ErrorKind::LegacyFormat,
+        &shard_path(tmp.path(), 0),
+    );
+}
+
+#[test]
+fn a_python_litestash_data_dir_with_full_text_search_tables_is_refused_as_legacy() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shard in 0..SHARD_COUNT {
+        python_0_1_shard(tmp.path(), shard);
+        // Versions with search keep an FTS index whose tables sort first.
+        Connection::open(shard_path(tmp.path(), shard))
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE fts_all_values_config (k PRIMARY KEY, v) WITHOUT ROWID;
+                 CREATE VIEW all_values AS SELECT 1;",
+            )
+            .unwrap();
+    }
+    assert_refused(
+        tmp.path(),
+        ErrorKind::LegacyFormat,
+        &shard_path(tmp.path(), 0),
+    );
+}
+
+#[test]
+fn a_python_litestash_0_1_data_dir_with_some_shards_gets_no_new_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shard in [6, 12] {
+        python_0_1_shard(tmp.path(), shard);
+    }
+    assert_refused(
+        tmp.path(),
+        ErrorKind::LegacyFormat,
+        &shard_path(tmp.path(), 6),
+    );
+}
+
+/// Overwrites `len` bytes at `offset` of `path` with a fixed pattern that
+/// is no valid SQLite header or b-tree page type.
+fn garble(path: &Path, offset: usize, len: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes.len() >= offset + len,
+        "{} is too short",
+        path.display()
+    );
+    for (i, b) in bytes[offset..offset + len].iter_mut().enumerate() {
+        *b = [0xee, 0x5a, 0xa5, 0x77][i % 4];
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Every shard but `broken` reads and writes; `broken` gives `Corrupt`
+/// naming its file, on every call that touches it.
+fn assert_only_shard_is_corrupt(store: &Store, broken: usize) {
+    let path = shard_path(store.dir(), broken);
+    for shard in 0..SHARD_COUNT {
+        let keys = keys_on_shard(shard, 3);
+        if shard == broken {
+            for result in [
+                store.get(keys[0].as_bytes()).map(|_| ()),
+                store.exists(keys[1].as_bytes()).map(|_| ()),
+                store.set(keys[2].as_bytes(), &Value::Int(1)),
+            ] {
+                let err = result.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+                assert!(err.message().contains(&path.display().to_string()), "{err}");
+            }
+        } else {
+            for key in &keys {
+                assert_eq!(
+                    store.get(key.as_bytes()).unwrap(),
+                    Some(Value::Str(key.clone())),
+                    "shard {shard}"
+                );
+            }
+            store.set(keys[0].as_bytes(), &Value::Int(7)).unwrap();
+            assert_eq!(store.get(keys[0].as_bytes()).unwrap(), Some(Value::Int(7)));
+        }
+    }
+    assert_eq!(store.count("").unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+#[test]
+fn a_shard_with_garbage_over_its_header_is_corrupt_and_the_others_serve() {
+    let tmp = litestash_dir();
+    let broken = 3;
+    garble(&shard_path(tmp.path(), broken), 0, 100);
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert_only_shard_is_corrupt(&store, broken);
+    store.close();
+    // Closing did not touch the damaged file's garbage either.
+    let bytes = std::fs::read(shard_path(tmp.path(), broken)).unwrap();
+    assert_eq!(&bytes[..4], &[0xee, 0x5a, 0xa5, 0x77]);
+}
+
+#[test]
+fn a_shard_with_garbage_over_its_pages_is_corrupt_on_first_touch() {
+    let tmp = litestash_dir();
+    let broken = 10;
+    let path = shard_path(tmp.path(), broken);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    // Page 1 (the header and schema) intact; every b-tree page after it not.
+    garble(&path, 4096, len - 4096);
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert_only_shard_is_corrupt(&store, broken);
+    store.close();
+}
