@@ -65,6 +65,9 @@ defmodule LiteStash do
     * `:max_page_count` - caps every shard file at this many 4 KiB pages, so
       that writes past it fail with `:disk_full`: for testing how your
       application handles a full disk. Default `nil` (no cap).
+    * `:sweep_interval` - milliseconds between two sweeps of expired keys by
+      each shard's writer when nothing else is due. An expired key is
+      invisible to reads at once either way. Default `1_000`.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -113,13 +116,15 @@ defmodule LiteStash do
           | {:synchronous, :normal | :full}
           | {:busy_timeout, non_neg_integer()}
           | {:max_page_count, pos_integer() | nil}
+          | {:sweep_interval, pos_integer()}
 
   @defaults [
     data_dir: "./data",
     name: __MODULE__,
     synchronous: :normal,
     busy_timeout: 30_000,
-    max_page_count: nil
+    max_page_count: nil,
+    sweep_interval: 1_000
   ]
 
   @doc """
@@ -142,7 +147,13 @@ defmodule LiteStash do
     opts = validate_options!(opts)
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
-    case Native.open(path, opts[:synchronous], opts[:busy_timeout], opts[:max_page_count]) do
+    case Native.open(
+           path,
+           opts[:synchronous],
+           opts[:busy_timeout],
+           opts[:max_page_count],
+           opts[:sweep_interval]
+         ) do
       {:ok, store} ->
         case LiteStash.Owner.start_link({store, opts[:name]}) do
           {:ok, pid} ->
@@ -189,42 +200,41 @@ defmodule LiteStash do
     Keyword.merge(@defaults, opts)
   end
 
-  defp validate_option!(:data_dir, dir) when is_binary(dir) and dir != "", do: :ok
-
-  defp validate_option!(:name, name) when is_atom(name) and name not in [nil, true, false],
-    do: :ok
-
-  defp validate_option!(:synchronous, level) when level in [:normal, :full], do: :ok
-
-  defp validate_option!(:busy_timeout, ms) when is_integer(ms) and ms >= 0 and ms <= 86_400_000,
-    do: :ok
-
-  defp validate_option!(:max_page_count, nil), do: :ok
-  defp validate_option!(:max_page_count, n) when is_integer(n) and n > 0, do: :ok
-
-  defp validate_option!(key, value)
-       when is_map_key(
-              %{data_dir: 1, name: 1, synchronous: 1, busy_timeout: 1, max_page_count: 1},
-              key
-            ) do
-    expected =
-      %{
-        data_dir: "a non-empty path string",
-        name: "an atom",
-        synchronous: ":normal or :full",
-        busy_timeout: "an integer of milliseconds from 0 to 86400000",
-        max_page_count: "a positive integer or nil"
-      }[key]
-
-    raise ArgumentError,
-          "invalid value for LiteStash option #{inspect(key)}: expected #{expected}, got: #{inspect(value)}"
-  end
+  @option_expectations %{
+    data_dir: "a non-empty path string",
+    name: "an atom",
+    synchronous: ":normal or :full",
+    busy_timeout: "an integer of milliseconds from 0 to 86400000",
+    max_page_count: "a positive integer or nil",
+    sweep_interval: "a positive integer of milliseconds"
+  }
 
   defp validate_option!(key, value) do
-    raise ArgumentError,
-          "unknown LiteStash option #{inspect(key)} (with value #{inspect(value)}); " <>
-            "known options: :data_dir, :name, :synchronous, :busy_timeout, :max_page_count"
+    cond do
+      not is_map_key(@option_expectations, key) ->
+        raise ArgumentError,
+              "unknown LiteStash option #{inspect(key)} (with value #{inspect(value)}); known options: " <>
+                (@option_expectations
+                 |> Map.keys()
+                 |> Enum.sort()
+                 |> Enum.map_join(", ", &inspect/1))
+
+      valid_option?(key, value) ->
+        :ok
+
+      true ->
+        raise ArgumentError,
+              "invalid value for LiteStash option #{inspect(key)}: expected " <>
+                "#{@option_expectations[key]}, got: #{inspect(value)}"
+    end
   end
+
+  defp valid_option?(:data_dir, dir), do: is_binary(dir) and dir != ""
+  defp valid_option?(:name, name), do: is_atom(name) and name not in [nil, true, false]
+  defp valid_option?(:synchronous, level), do: level in [:normal, :full]
+  defp valid_option?(:busy_timeout, ms), do: is_integer(ms) and ms >= 0 and ms <= 86_400_000
+  defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
+  defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
 
   ## Writes
 

@@ -26,7 +26,9 @@ defmodule LiteStash.Native do
     end
   end
 
-  def open(_path, _synchronous, _busy_timeout_ms, _max_page_count), do: err()
+  def open(_path, _synchronous, _busy_timeout_ms, _max_page_count, _sweep_interval_ms),
+    do: err()
+
   def monitor_owner(_store), do: err()
   def register(_name, _store, _telemetry?), do: err()
   def lookup(_name), do: err()

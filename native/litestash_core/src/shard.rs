@@ -283,15 +283,20 @@ impl ShardFile {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.err(e))?;
         let result = (|| {
-            self.identify(conn)?;
+            let identity = self.identify(conn)?;
+            // IF NOT EXISTS writes nothing for tables that are there; the
+            // header is stamped only on a new file, so that opening an
+            // existing one does not rewrite its first page.
             let mut ddl = String::new();
             for table in table_names(self.index) {
                 ddl.push_str(&TableSql::ddl(table));
             }
             ddl.push_str(EXPIRY_DDL);
-            ddl.push_str(&format!(
-                "PRAGMA application_id = {APPLICATION_ID};\nPRAGMA user_version = {CONTRACT_VERSION};"
-            ));
+            if identity == Identity::Empty {
+                ddl.push_str(&format!(
+                    "PRAGMA application_id = {APPLICATION_ID};\nPRAGMA user_version = {CONTRACT_VERSION};"
+                ));
+            }
             conn.execute_batch(&ddl).map_err(|e| self.err(e))?;
             self.check_columns(conn)
         })();

@@ -164,6 +164,7 @@ fn open<'a>(
     synchronous: Atom,
     busy_timeout_ms: u64,
     max_page_count: Option<i64>,
+    sweep_interval_ms: u64,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
         let synchronous = if synchronous == full() {
@@ -175,6 +176,7 @@ fn open<'a>(
             synchronous,
             busy_timeout: Duration::from_millis(busy_timeout_ms),
             max_page_count,
+            sweep_interval: Duration::from_millis(sweep_interval_ms),
             ..Options::default()
         };
         Ok(match Store::open(&path, options) {
