@@ -1,0 +1,102 @@
+defmodule LiteStash.Bench.Raw do
+  @moduledoc """
+  Runs the raw SQLite baseline of `mix litestash.bench`, the Rust example
+  `native/litestash_core/examples/raw_baseline.rs` (rusqlite on the same
+  16-file layout, no BEAM), and reads its results.
+
+  The example prints one line per workload:
+
+      raw W1 n=100000 ops_per_sec=34012.5 p50_us=24.1 p99_us=71.9
+  """
+
+  @typedoc "The results by workload name (`\"W1\"`, `\"W1x1000\"`, `\"W2\"`)."
+  @type results :: %{String.t() => LiteStash.Bench.Workloads.result()}
+
+  @args ~w(--release --locked -p litestash_core --example raw_baseline)
+
+  @doc """
+  Builds the example (before any timing starts), echoing cargo's output.
+  Raises `Mix.Error` when cargo is missing or the build fails.
+  """
+  @spec build!() :: :ok
+  def build! do
+    case System.cmd(cargo!(), ["build" | @args],
+           cd: root(),
+           into: IO.stream(:stdio, :line),
+           stderr_to_stdout: true
+         ) do
+      {_, 0} -> :ok
+      {_, status} -> Mix.raise("cargo build of the raw baseline failed (exit status #{status})")
+    end
+  end
+
+  @doc """
+  Runs `cargo run --release -p litestash_core --example raw_baseline -- --n n`
+  and returns its results. With `workload` (`"w1"`, `"w2"` or `"w1x1000"`)
+  only that workload runs, on `dir`: a `"w2"` reads what a `"w1"` with the
+  same `n` wrote to the same `dir`. Raises `Mix.Error` when it fails.
+  """
+  @spec run!(pos_integer(), String.t(), Path.t() | nil) :: results()
+  def run!(n, workload \\ "all", dir \\ nil) do
+    dir_args = if dir, do: ["--dir", dir], else: []
+
+    args =
+      ["run", "--quiet" | @args] ++
+        ["--", "--n", Integer.to_string(n), "--workload", workload | dir_args]
+
+    case System.cmd(cargo!(), args, cd: root()) do
+      {output, 0} -> parse(output)
+      {output, status} -> Mix.raise("the raw baseline failed (exit status #{status}):\n#{output}")
+    end
+  end
+
+  @doc """
+  The results in the example's output; other lines are ignored.
+
+      iex> LiteStash.Bench.Raw.parse("raw W1 n=10 ops_per_sec=2.5 p50_us=1.0 p99_us=3.5\\nraw W1x1000 n=10 ops_per_sec=9.0\\n")
+      %{
+        "W1" => %{n: 10, ops_per_sec: 2.5, p50_us: 1.0, p99_us: 3.5},
+        "W1x1000" => %{n: 10, ops_per_sec: 9.0, p50_us: nil, p99_us: nil}
+      }
+  """
+  @spec parse(String.t()) :: results()
+  def parse(output) do
+    for line <- String.split(output, "\n"),
+        ["raw", name | fields] <- [String.split(line)],
+        into: %{} do
+      values = Map.new(fields, &field/1)
+
+      {name,
+       %{
+         n: values |> Map.get("n", "0") |> String.to_integer(),
+         ops_per_sec: number(values["ops_per_sec"]),
+         p50_us: number(values["p50_us"]),
+         p99_us: number(values["p99_us"])
+       }}
+    end
+  end
+
+  defp field(text) do
+    case String.split(text, "=", parts: 2) do
+      [key, value] -> {key, value}
+      [key] -> {key, nil}
+    end
+  end
+
+  defp number(nil), do: nil
+
+  defp number(text) do
+    case Float.parse(text) do
+      {value, ""} -> value
+      _ -> nil
+    end
+  end
+
+  defp root, do: Path.dirname(Mix.Project.project_file())
+
+  defp cargo! do
+    System.find_executable("cargo") ||
+      Enum.find([Path.expand("~/.cargo/bin/cargo")], &File.exists?/1) ||
+      Mix.raise("the raw baseline needs cargo on PATH (or run with --no-raw)")
+  end
+end

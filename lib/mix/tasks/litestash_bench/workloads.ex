@@ -1,0 +1,269 @@
+defmodule LiteStash.Bench.Workloads do
+  @moduledoc """
+  The workloads of `mix litestash.bench`, run against any
+  `LiteStash.Bench.Store` adapter, and the probes that watch a run: the
+  BEAM's wake-up delay, the size of LiteStash's WAL files, the VM's memory.
+
+  Every operation is timed on its own with `:erlang.monotonic_time/0`; the
+  ops/s of a workload is its operation count over the wall time from its
+  first operation to its last. Keys and values are built outside the timed
+  call but inside the wall time, the same for every store.
+  """
+
+  alias LiteStash.Bench.Store
+
+  @typedoc "The value written under each key."
+  @type kind :: :small | :kib | :vector
+
+  @typedoc "What one workload measured."
+  @type result :: %{
+          n: non_neg_integer(),
+          ops_per_sec: float(),
+          p50_us: float() | nil,
+          p99_us: float() | nil
+        }
+
+  @kib String.duplicate("x", 1024)
+  @vector Enum.map(1..1536, &(&1 / 1536))
+
+  @doc ~S"""
+  The key of entry `i`: `"user:#{i}"`.
+
+      iex> LiteStash.Bench.Workloads.key(7)
+      "user:7"
+  """
+  @spec key(pos_integer()) :: String.t()
+  def key(i), do: "user:" <> Integer.to_string(i)
+
+  @doc ~S"""
+  The value of entry `i`: `:small` is the ~100-byte map
+  `%{"i" => i, "name" => "user-#{i}", "tags" => ["a", "b"], "score" => 1.5}`,
+  `:kib` a 1,024-byte string, `:vector` a list of 1,536 floats.
+
+      iex> LiteStash.Bench.Workloads.value(:small, 3)
+      %{"i" => 3, "name" => "user-3", "score" => 1.5, "tags" => ["a", "b"]}
+      iex> byte_size(LiteStash.Bench.Workloads.value(:kib, 3))
+      1024
+      iex> length(LiteStash.Bench.Workloads.value(:vector, 3))
+      1536
+  """
+  @spec value(kind(), pos_integer()) :: term()
+  def value(:small, i),
+    do: %{
+      "i" => i,
+      "name" => "user-" <> Integer.to_string(i),
+      "tags" => ["a", "b"],
+      "score" => 1.5
+    }
+
+  def value(:kib, _i), do: @kib
+  def value(:vector, _i), do: @vector
+
+  @doc "The integers `1..n` in a random order that is the same on every run."
+  @spec shuffled(pos_integer()) :: [pos_integer()]
+  def shuffled(n) do
+    state = :rand.export_seed()
+    :rand.seed(:exsss, {20, 24, n})
+    order = Enum.shuffle(1..n)
+    if state != :undefined, do: :rand.seed(state)
+    order
+  end
+
+  @doc "W1: writes the entries `ids` one after the other from this process."
+  @spec put_sequential(module(), Store.handle(), Enumerable.t(), kind()) :: result()
+  def put_sequential(store, handle, ids, kind) do
+    timed(fn -> put_each(store, handle, Enum.to_list(ids), kind, []) end)
+  end
+
+  @doc "W2: reads the entries `ids` (in the order given) from this process."
+  @spec get_sequential(module(), Store.handle(), [pos_integer()]) :: result()
+  def get_sequential(store, handle, ids) do
+    timed(fn -> get_each(store, handle, ids, []) end)
+  end
+
+  @doc "W3: `procs` processes write the entries `ids` between them, each its own share."
+  @spec put_concurrent(module(), Store.handle(), Enumerable.t(), kind(), pos_integer()) ::
+          result()
+  def put_concurrent(store, handle, ids, kind, procs) do
+    ids
+    |> Enum.to_list()
+    |> shares(procs)
+    |> concurrent(fn share -> put_each(store, handle, share, kind, []) end)
+  end
+
+  @doc "W4: `procs` processes read the entries `ids` between them."
+  @spec get_concurrent(module(), Store.handle(), [pos_integer()], pos_integer()) :: result()
+  def get_concurrent(store, handle, ids, procs) do
+    ids
+    |> shares(procs)
+    |> concurrent(fn share -> get_each(store, handle, share, []) end)
+  end
+
+  defp put_each(_store, _handle, [], _kind, latencies), do: latencies
+
+  defp put_each(store, handle, [i | rest], kind, latencies) do
+    key = key(i)
+    value = value(kind, i)
+    start = :erlang.monotonic_time()
+    store.put(handle, key, value)
+    put_each(store, handle, rest, kind, [:erlang.monotonic_time() - start | latencies])
+  end
+
+  defp get_each(_store, _handle, [], latencies), do: latencies
+
+  defp get_each(store, handle, [i | rest], latencies) do
+    key = key(i)
+    start = :erlang.monotonic_time()
+    store.fetch(handle, key)
+    get_each(store, handle, rest, [:erlang.monotonic_time() - start | latencies])
+  end
+
+  defp shares(ids, procs) do
+    size = max(1, div(length(ids) + procs - 1, procs))
+    Enum.chunk_every(ids, size)
+  end
+
+  defp timed(fun) do
+    start = :erlang.monotonic_time()
+    latencies = fun.()
+    summarize(latencies, :erlang.monotonic_time() - start)
+  end
+
+  # The processes are started first and released together, so that the
+  # wall time counts the work, not the spawns.
+  defp concurrent(shares, work) do
+    parent = self()
+
+    pids =
+      Enum.map(shares, fn share ->
+        spawn_link(fn ->
+          receive do
+            :go -> send(parent, {:done, self(), work.(share)})
+          end
+        end)
+      end)
+
+    start = :erlang.monotonic_time()
+    Enum.each(pids, &send(&1, :go))
+
+    latencies =
+      Enum.flat_map(pids, fn pid ->
+        receive do
+          {:done, ^pid, latencies} -> latencies
+        end
+      end)
+
+    summarize(latencies, :erlang.monotonic_time() - start)
+  end
+
+  @doc """
+  Ops/s and the p50 and p99 latencies (in microseconds) of operations that
+  took `latencies` (native time units) in `elapsed` (native units) in all.
+
+      iex> one_ms = System.convert_time_unit(1, :millisecond, :native)
+      iex> r = LiteStash.Bench.Workloads.summarize(List.duplicate(one_ms, 10), 10 * one_ms)
+      iex> {r.n, round(r.ops_per_sec), r.p50_us, r.p99_us}
+      {10, 1000, 1000.0, 1000.0}
+  """
+  @spec summarize([integer()], integer()) :: result()
+  def summarize(latencies, elapsed) do
+    n = length(latencies)
+    seconds = max(System.convert_time_unit(elapsed, :native, :nanosecond), 1) / 1.0e9
+    sorted = latencies |> Enum.sort() |> List.to_tuple()
+
+    %{
+      n: n,
+      ops_per_sec: n / seconds,
+      p50_us: percentile_us(sorted, 0.50),
+      p99_us: percentile_us(sorted, 0.99)
+    }
+  end
+
+  defp percentile_us({}, _q), do: nil
+
+  defp percentile_us(sorted, q) do
+    index = min(tuple_size(sorted) - 1, max(0, ceil(tuple_size(sorted) * q) - 1))
+    System.convert_time_unit(elem(sorted, index), :native, :nanosecond) / 1000
+  end
+
+  @doc """
+  Starts a process that sleeps 1 ms in a loop and records how late it
+  wakes up: a NIF that holds a normal scheduler shows up as delay here.
+  Stop it with `stop_probe/1`.
+  """
+  @spec start_probe() :: pid()
+  def start_probe, do: spawn_link(fn -> probe([]) end)
+
+  @doc "Stops a probe; returns the p99 of its wake-up delays in microseconds."
+  @spec stop_probe(pid()) :: float() | nil
+  def stop_probe(pid) do
+    send(pid, {:stop, self()})
+
+    receive do
+      {:probe, ^pid, delays} -> delays |> Enum.sort() |> List.to_tuple() |> percentile_us(0.99)
+    end
+  end
+
+  defp probe(delays) do
+    start = :erlang.monotonic_time()
+
+    receive do
+      {:stop, from} -> send(from, {:probe, self(), delays})
+    after
+      1 ->
+        late =
+          :erlang.monotonic_time() - start - System.convert_time_unit(1, :millisecond, :native)
+
+        probe([max(late, 0) | delays])
+    end
+  end
+
+  @doc "The size in bytes of every shard's WAL file under the data dir `dir`."
+  @spec wal_sizes(Path.t()) :: [non_neg_integer()]
+  def wal_sizes(dir) do
+    for path <- Path.wildcard(Path.join([dir, "*", "*.db-wal"])),
+        {:ok, %File.Stat{size: size}} <- [File.stat(path)],
+        do: size
+  end
+
+  @doc """
+  Starts a process that samples `wal_sizes/1` of `dir` every 20 ms; stop
+  it with `stop_wal_watch/1`.
+  """
+  @spec start_wal_watch(Path.t()) :: pid()
+  def start_wal_watch(dir), do: spawn_link(fn -> wal_watch(dir, 0) end)
+
+  @doc "Stops a WAL watch; returns the largest WAL file it saw, in bytes."
+  @spec stop_wal_watch(pid()) :: non_neg_integer()
+  def stop_wal_watch(pid) do
+    send(pid, {:stop, self()})
+
+    receive do
+      {:wal, ^pid, largest} -> largest
+    end
+  end
+
+  defp wal_watch(dir, largest) do
+    largest = Enum.max([largest | wal_sizes(dir)])
+
+    receive do
+      {:stop, from} -> send(from, {:wal, self(), largest})
+    after
+      20 -> wal_watch(dir, largest)
+    end
+  end
+
+  @doc """
+  The resident memory of this VM's OS process in bytes (Linux `VmRSS`), or
+  `nil` where `/proc` is not available.
+  """
+  @spec rss_bytes() :: non_neg_integer() | nil
+  def rss_bytes do
+    with {:ok, status} <- File.read("/proc/self/status"),
+         [_, kib] <- Regex.run(~r/VmRSS:\s+(\d+)\s+kB/, status) do
+      String.to_integer(kib) * 1024
+    else
+      _ -> nil
+    end
+  end
+end

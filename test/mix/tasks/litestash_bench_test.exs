@@ -1,0 +1,89 @@
+defmodule Mix.Tasks.Litestash.BenchTest do
+  # The benchmark's machinery, on tiny inputs. No timing is asserted: the
+  # numbers of a run depend on the machine and on what else it is doing.
+  use ExUnit.Case, async: false
+
+  # Mnesia logs each stop.
+  @moduletag :capture_log
+
+  alias LiteStash.Bench.{Raw, Store, Workloads}
+
+  doctest Mix.Tasks.Litestash.Bench
+  doctest LiteStash.Bench.Workloads
+  doctest LiteStash.Bench.Raw
+
+  describe "parse_args!/1" do
+    test "rejects unknown options, bad numbers and unknown stores" do
+      assert_raise Mix.Error, fn -> Mix.Tasks.Litestash.Bench.parse_args!(["--bogus"]) end
+      assert_raise Mix.Error, fn -> Mix.Tasks.Litestash.Bench.parse_args!(["--n", "0"]) end
+      assert_raise Mix.Error, fn -> Mix.Tasks.Litestash.Bench.parse_args!(["--repeat", "0"]) end
+      assert_raise Mix.Error, fn -> Mix.Tasks.Litestash.Bench.parse_args!(["--scales", "1,x"]) end
+
+      assert_raise Mix.Error, fn ->
+        Mix.Tasks.Litestash.Bench.parse_args!(["--stores", "redis"])
+      end
+    end
+
+    test "keeps the stores asked for, in the report's order" do
+      config = Mix.Tasks.Litestash.Bench.parse_args!(["--stores", "dets,litestash", "--no-raw"])
+      assert config.stores == [LiteStash.Bench.Store.LiteStash, LiteStash.Bench.Store.DETS]
+      refute config.raw
+    end
+
+    test "reads scales with underscores and always includes n" do
+      config = Mix.Tasks.Litestash.Bench.parse_args!(["--n", "2000", "--scales", "1_000,3000"])
+      assert config.scales == [1000, 2000, 3000]
+    end
+  end
+
+  describe "workloads" do
+    @describetag :tmp_dir
+
+    test "every adapter stores and reads back what the workloads write", %{tmp_dir: dir} do
+      for store <- Store.all() do
+        store_dir = Path.join(dir, String.downcase(store.label()))
+        File.mkdir_p!(store_dir)
+        handle = store.open(store_dir, [])
+
+        try do
+          w1 = Workloads.put_sequential(store, handle, 1..20, :small)
+          w2 = Workloads.get_sequential(store, handle, Workloads.shuffled(20))
+          w3 = Workloads.put_concurrent(store, handle, 21..60, :kib, 8)
+          w4 = Workloads.get_concurrent(store, handle, Enum.to_list(1..60), 8)
+
+          assert {w1.n, w2.n, w3.n, w4.n} == {20, 20, 40, 60}
+          assert store.fetch(handle, "user:7") == Workloads.value(:small, 7)
+          assert store.fetch(handle, "user:42") == Workloads.value(:kib, 42)
+          assert Enum.all?([w1, w2, w3, w4], &(&1.p50_us <= &1.p99_us))
+        after
+          store.close(handle)
+        end
+      end
+    end
+
+    test "a read of a key that is not stored raises", %{tmp_dir: dir} do
+      handle = Store.ETS.open(dir, [])
+      assert_raise MatchError, fn -> Workloads.get_sequential(Store.ETS, handle, [1]) end
+      Store.ETS.close(handle)
+    end
+
+    test "the WAL watch and the probe report numbers", %{tmp_dir: dir} do
+      handle = Store.LiteStash.open(dir, [])
+      watch = Workloads.start_wal_watch(dir)
+      probe = Workloads.start_probe()
+      Workloads.put_sequential(Store.LiteStash, handle, 1..50, :small)
+      Process.sleep(30)
+      assert is_float(Workloads.stop_probe(probe))
+      assert Workloads.stop_wal_watch(watch) > 0
+      Store.LiteStash.close(handle)
+    end
+  end
+
+  describe "Raw.parse/1" do
+    test "ignores lines that are not results" do
+      assert Raw.parse("   Compiling x\nraw W2 n=3 ops_per_sec=1.5\n\n") == %{
+               "W2" => %{n: 3, ops_per_sec: 1.5, p50_us: nil, p99_us: nil}
+             }
+    end
+  end
+end
