@@ -12,6 +12,7 @@ defmodule Mix.Tasks.Litestash.Bench do
       MIX_ENV=prod mix litestash.bench --quick          # n = 10,000: about 1.5 minutes
       MIX_ENV=prod mix litestash.bench --scales 10000,100000,1000000
       MIX_ENV=prod mix litestash.bench --repeat 3       # best of 3 rounds, for a busy machine
+      MIX_ENV=prod mix litestash.bench --only maintenance   # issue 6's figures alone
 
   Timings on a shared machine are noisy: compare the ratios within one run,
   not numbers across runs. `bench/NOTES.md` records what was measured and
@@ -33,6 +34,18 @@ defmodule Mix.Tasks.Litestash.Bench do
     * LiteStash W3 with `synchronous: :normal` and `:full`, back to back,
       each on a fresh store holding `n` keys.
     * W1/W2 at each of `--scales`, on fresh stores.
+
+  With `--maintenance` (or alone, with `--only maintenance`), a section of
+  issue 6's maintenance and observability figures for LiteStash follows
+  (see `LiteStash.Bench.Maintenance`): W1/W2 with half of the keys carrying
+  a one-hour TTL against none, and with a `:telemetry` module loaded (no
+  handler) against none, both on fresh stores in interleaved rounds
+  (`--overhead-n` keys, best of 2 rounds each); then, on one store of
+  `--maintenance-n` keys, a walk of it with `stream/2` in a fresh process
+  (that process's memory), `backup/2` while a writer writes (time and size
+  of the copy), and the file and WAL bytes of `info/1` after writing, after
+  deleting half of the keys and after `compact/1`. It runs once, after any
+  `--repeat` rounds.
 
   The raw baseline (`native/litestash_core/examples/raw_baseline.rs`, run
   with `cargo run --release`) writes the same keys and values with one
@@ -61,11 +74,18 @@ defmodule Mix.Tasks.Litestash.Bench do
     * `--stores LIST` - some of `litestash,ets,dets,mnesia`. Default all.
     * `--no-raw` - skip the raw baseline (it needs cargo).
     * `--out PATH` - also write the report to `PATH`.
+    * `--maintenance` - adds the maintenance and observability section.
+    * `--only maintenance` - runs only that section (no other stores, no
+      raw baseline, no other workloads).
+    * `--maintenance-n N` - keys of the store that is streamed, backed up
+      and compacted. Default `1000000` (`100000` with `--quick`).
+    * `--overhead-n N` - keys of the TTL and telemetry W1/W2 comparisons.
+      Default `20000` (`5000` with `--quick`).
   """
 
   use Mix.Task
 
-  alias LiteStash.Bench.{Raw, Store, Workloads}
+  alias LiteStash.Bench.{Maintenance, Raw, Store, Workloads}
 
   @switches [
     n: :integer,
@@ -76,7 +96,11 @@ defmodule Mix.Tasks.Litestash.Bench do
     repeat: :integer,
     stores: :string,
     raw: :boolean,
-    out: :string
+    out: :string,
+    maintenance: :boolean,
+    only: :string,
+    maintenance_n: :integer,
+    overhead_n: :integer
   ]
 
   @store_names %{
@@ -98,8 +122,9 @@ defmodule Mix.Tasks.Litestash.Bench do
 
     if config.raw, do: Raw.build!()
 
-    report = measure(config)
-    text = IO.iodata_to_binary(render(config, report))
+    report = if config.only != :maintenance, do: measure(config)
+    maintenance = if config.maintenance, do: Maintenance.run(config)
+    text = IO.iodata_to_binary(render(config, report, maintenance))
     IO.write(text)
 
     if config.out do
@@ -117,6 +142,9 @@ defmodule Mix.Tasks.Litestash.Bench do
       {10000, 1000, [10000]}
       iex> Mix.Tasks.Litestash.Bench.parse_args!(["--n", "50000"]).scales
       [10000, 50000]
+      iex> config = Mix.Tasks.Litestash.Bench.parse_args!(["--only", "maintenance"])
+      iex> {config.only, config.maintenance, config.raw, config.maintenance_n, config.overhead_n}
+      {:maintenance, true, false, 1000000, 20000}
   """
   @spec parse_args!([String.t()]) :: map()
   def parse_args!(args) do
@@ -140,6 +168,8 @@ defmodule Mix.Tasks.Litestash.Bench do
         text -> parse_scales!(text)
       end
 
+    only = parse_only!(opts[:only])
+
     %{
       n: n,
       vector_n: vector_n,
@@ -147,11 +177,21 @@ defmodule Mix.Tasks.Litestash.Bench do
       repeat: positive!(opts, :repeat, 1),
       scales: Enum.sort(Enum.uniq([n | scales])),
       stores: parse_stores!(opts[:stores]),
-      raw: Keyword.get(opts, :raw, true),
+      raw: only == nil and Keyword.get(opts, :raw, true),
       out: opts[:out],
+      only: only,
+      maintenance: only == :maintenance or Keyword.get(opts, :maintenance, false),
+      maintenance_n: positive!(opts, :maintenance_n, if(quick, do: 100_000, else: @million)),
+      overhead_n: positive!(opts, :overhead_n, if(quick, do: 5_000, else: 20_000)),
       args: args
     }
   end
+
+  defp parse_only!(nil), do: nil
+  defp parse_only!("maintenance"), do: :maintenance
+
+  defp parse_only!(other),
+    do: Mix.raise("--only: unknown section #{inspect(other)}; known: maintenance")
 
   defp positive!(opts, key, default) do
     case Keyword.get(opts, key, default) do
@@ -469,7 +509,11 @@ defmodule Mix.Tasks.Litestash.Bench do
 
   ## The report
 
-  defp render(config, report) do
+  defp render(config, nil, maintenance) do
+    [header(config), "\n", Maintenance.render(maintenance)]
+  end
+
+  defp render(config, report, maintenance) do
     [
       header(config),
       "\n",
@@ -479,7 +523,8 @@ defmodule Mix.Tasks.Litestash.Bench do
       "\n",
       targets(config, report),
       "\n",
-      extras(config, report)
+      extras(config, report),
+      if(maintenance, do: ["\n", Maintenance.render(maintenance)], else: [])
     ]
   end
 
@@ -488,11 +533,26 @@ defmodule Mix.Tasks.Litestash.Bench do
 
     [
       "LiteStash benchmark: mix litestash.bench #{Enum.join(config.args, " ")}\n",
-      "n = #{int(config.n)} keys, vectors #{int(config.vector_n)}, #{config.procs} processes in W3/W4",
-      if(config.repeat > 1, do: ", best of #{config.repeat} rounds\n", else: "\n"),
+      sizes(config),
       "machine: #{:erlang.system_info(:logical_processors_available) |> cores()} logical CPUs, ",
       "#{System.schedulers_online()} schedulers, OTP #{:erlang.system_info(:otp_release)}, ",
       "Elixir #{System.version()}, #{os_family}/#{os_name}, #{System.tmp_dir!()}\n"
+    ]
+  end
+
+  defp sizes(%{only: :maintenance} = config) do
+    "maintenance n = #{int(config.maintenance_n)} keys, TTL/telemetry n = #{int(config.overhead_n)}\n"
+  end
+
+  defp sizes(config) do
+    [
+      "n = #{int(config.n)} keys, vectors #{int(config.vector_n)}, #{config.procs} processes in W3/W4",
+      if(config.repeat > 1, do: ", best of #{config.repeat} rounds", else: ""),
+      if(config.maintenance,
+        do:
+          "; maintenance n = #{int(config.maintenance_n)}, TTL/telemetry n = #{int(config.overhead_n)}\n",
+        else: "\n"
+      )
     ]
   end
 
