@@ -30,9 +30,12 @@ pub(crate) const EXPIRY_UPSERT: &str =
 /// Clears a key's expiry.
 pub(crate) const EXPIRY_DELETE: &str = "DELETE FROM litestash_expiry WHERE key_hash = ?1";
 
-/// Up to `?2` keys expired at `?1`.
-pub(crate) const EXPIRY_DUE: &str =
-    "SELECT key_hash FROM litestash_expiry WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+/// Up to `limit` keys expired at `?1`. The limit is part of the text, not
+/// a parameter: SQLite re-prepares a statement whose LIMIT is bound each
+/// time its bindings are cleared, which rusqlite's cache does on every use.
+pub(crate) fn expiry_due(limit: usize) -> String {
+    format!("SELECT key_hash FROM litestash_expiry WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit}")
+}
 
 /// Whether any key has expired at `?1`.
 pub(crate) const EXPIRY_ANY_DUE: &str =
@@ -49,8 +52,9 @@ pub(crate) struct TableSql {
     pub count: String,
     /// Live rows with keys in `[?1, ?2)`, now being `?3`.
     pub count_live: String,
-    /// Up to `?3` rows with keys in `[?1, ?2)`, in key order, with expiry.
-    pub range: String,
+    /// Rows with keys in `[?1, ?2)`, in key order, with expiry, up to the
+    /// limit given to [`TableSql::range`].
+    range: String,
     pub clear: String,
 }
 
@@ -81,10 +85,15 @@ impl TableSql {
             range: format!(
                 "SELECT t.\"key\", t.value, e.expires_at FROM \"{table}\" AS t \
                  LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
-                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT ?3"
+                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT "
             ),
             clear: format!("DELETE FROM \"{table}\""),
         }
+    }
+
+    /// The range query with `limit` in its text (see [`expiry_due`] for why).
+    pub fn range(&self, limit: usize) -> String {
+        format!("{}{limit}", self.range)
     }
 
     fn ddl(table: &str) -> String {
@@ -403,6 +412,31 @@ mod tests {
             }
             let stmt = conn.prepare_cached(&table.select).unwrap();
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        }
+    }
+
+    #[test]
+    fn range_and_sweep_queries_are_not_prepared_again_for_each_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ShardFile::new(dir.path(), 0);
+        let options = Options::default();
+        drop(file.open_writer(&options).unwrap());
+        let conn = file.open_reader(&options).unwrap();
+        let queries = [(file.tables[0].range(3), 2), (expiry_due(5), 1)];
+        for (sql, params) in queries {
+            for _ in 0..3 {
+                let mut stmt = conn.prepare_cached(&sql).unwrap();
+                let n = if params == 2 {
+                    stmt.query_map(rusqlite::params!["a", "b"], |_| Ok(()))
+                        .unwrap()
+                        .count()
+                } else {
+                    stmt.query_map([0i64], |_| Ok(())).unwrap().count()
+                };
+                assert_eq!(n, 0);
+            }
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
         }
     }
 }

@@ -1000,10 +1000,10 @@ impl Snapshot {
             for table in 0..crate::key::TABLES_PER_SHARD {
                 let mut stmt = self
                     .conn
-                    .prepare_cached(&self.file.tables[table].range)
+                    .prepare_cached(&self.file.tables[table].range(limit))
                     .map_err(|e| self.file.err(e))?;
                 let rows = stmt
-                    .query_map(params![self.next, self.high, limit as i64], |r| {
+                    .query_map(params![self.next, self.high], |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             value_bytes(r.get_ref(1)?),
@@ -1017,7 +1017,7 @@ impl Snapshot {
                     let (key, value, expires) = row.map_err(|e| self.file.err(e))?;
                     read += 1;
                     last = Some(key.clone());
-                    if expires.map_or(true, |at| at > self.now) {
+                    if expires.is_none_or(|at| at > self.now) {
                         merged.push((key, value));
                     }
                 }
@@ -1025,7 +1025,7 @@ impl Snapshot {
                     if let Some(last) = last {
                         if horizon
                             .as_ref()
-                            .map_or(true, |h| last.as_bytes() < h.as_bytes())
+                            .is_none_or(|h| last.as_bytes() < h.as_bytes())
                         {
                             horizon = Some(last);
                         }

@@ -5,7 +5,7 @@
 
 use crate::codec::{canonical, decode, encode, Value};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shard::{ShardFile, EXPIRY_DELETE, EXPIRY_DUE, EXPIRY_UPSERT};
+use crate::shard::{expiry_due, ShardFile, EXPIRY_DELETE, EXPIRY_UPSERT};
 use crate::store::Options;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -184,6 +184,9 @@ pub(crate) enum Message {
     Shutdown,
 }
 
+/// How long a checkpoint waits for readers before giving up for now.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -217,6 +220,8 @@ pub(crate) fn spawn(
         sweep_every: options.sweep_interval,
         sweep_batch: options.sweep_batch.max(1),
         next_sweep: Instant::now(),
+        next_truncate: Instant::now(),
+        busy_timeout: options.busy_timeout,
         compacting: Vec::new(),
         hook,
     };
@@ -240,6 +245,10 @@ struct Writer {
     sweep_every: Duration,
     sweep_batch: usize,
     next_sweep: Instant,
+    /// No truncating checkpoint is tried before this (after a busy one).
+    next_truncate: Instant,
+    /// The connection's busy timeout, restored after a checkpoint.
+    busy_timeout: Duration,
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
@@ -315,7 +324,10 @@ impl Writer {
             let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
         }
         for reply in self.compacting.drain(..) {
-            reply.send(Ok(Outcome::Done));
+            reply.send(Err(Error::new(
+                ErrorKind::Closed,
+                "the store closed before compaction finished; what was done is kept",
+            )));
         }
         let _ = self.checkpoint("TRUNCATE");
     }
@@ -594,10 +606,10 @@ impl Writer {
         let due: Vec<String> = {
             let mut stmt = self
                 .conn
-                .prepare_cached(EXPIRY_DUE)
+                .prepare_cached(&expiry_due(limit))
                 .map_err(|e| self.file.err(e))?;
             let rows = stmt
-                .query_map(params![now_ms(), limit as i64], |r| r.get(0))
+                .query_map([now_ms()], |r| r.get(0))
                 .map_err(|e| self.file.err(e))?;
             rows.collect::<rusqlite::Result<_>>()
                 .map_err(|e| self.file.err(e))?
@@ -635,8 +647,15 @@ impl Writer {
 
     /// Frees up to 256 pages; `true` while free pages remain.
     fn compact_step(&mut self) -> Result<bool> {
+        // The pragma frees one page per row it steps; execute_batch would
+        // step it once and free a single page.
         self.conn
-            .execute_batch("PRAGMA incremental_vacuum(256)")
+            .prepare("PRAGMA incremental_vacuum(256)")
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            })
             .map_err(|e| self.file.err(e))?;
         let free: i64 = self
             .conn
@@ -653,19 +672,36 @@ impl Writer {
     /// from resetting) waits for them and truncates it.
     fn checkpoint_if_due(&mut self) {
         let pages = self.wal_pages.load(Ordering::Relaxed);
-        if pages >= self.truncate_pages {
-            if self.checkpoint("TRUNCATE").is_ok() {
-                self.wal_pages.store(0, Ordering::Relaxed);
+        if pages >= self.truncate_pages && Instant::now() >= self.next_truncate {
+            // A reader that keeps its snapshot (a slow stream, a backup,
+            // another process) blocks the truncation: try again in a
+            // second rather than after every batch.
+            match self.checkpoint("TRUNCATE") {
+                Ok(true) => self.wal_pages.store(0, Ordering::Relaxed),
+                _ => self.next_truncate = Instant::now() + Duration::from_secs(1),
             }
         } else if pages >= self.checkpoint_pages {
             let _ = self.checkpoint("PASSIVE");
         }
     }
 
-    fn checkpoint(&self, mode: &str) -> Result<()> {
+    /// Runs a checkpoint; `Ok(true)` when it completed. Readers are waited
+    /// for briefly, never for the connection's full busy timeout: a reader
+    /// holding a snapshot must not stall the shard's writes.
+    fn checkpoint(&self, mode: &str) -> Result<bool> {
         self.conn
-            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
-            .map_err(|e| self.file.err(e))
+            .busy_timeout(CHECKPOINT_WAIT)
+            .map_err(|e| self.file.err(e))?;
+        let done = self
+            .conn
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                r.get::<_, i64>(0).map(|busy| busy == 0)
+            })
+            .map_err(|e| self.file.err(e));
+        self.conn
+            .busy_timeout(self.busy_timeout)
+            .map_err(|e| self.file.err(e))?;
+        done
     }
 }
 
