@@ -325,6 +325,10 @@ defmodule LiteStash do
         [] ->
           :ok
 
+        # Decoding a long list of pairs is too much for a normal scheduler.
+        pairs when length(pairs) > 1_000 ->
+          write(&Native.set_many_dirty(store, &1, pairs), nil)
+
         _ ->
           write(
             &Native.set_many(store, &1, pairs),

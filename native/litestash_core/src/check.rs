@@ -104,6 +104,8 @@ fn check_file(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    // A store in another process may be writing: wait for its locks.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch("PRAGMA query_only = ON")?;
     let problems = &mut report.problems;
     let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;

@@ -125,8 +125,10 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             let len = term
                 .list_length()
                 .map_err(|_| refuse("an improper list (its tail is not a list)"))?;
-            budget.spend(1, 5)?;
-            let mut items = Vec::with_capacity(len);
+            // Every element costs at least one unit: a long list goes to a
+            // dirty scheduler before anything is allocated for it.
+            budget.spend(1 + len, 5)?;
+            let mut items = Vec::with_capacity(len.min(4096));
             let mut rest = term;
             while let Ok((head, tail)) = rest.list_get_cell() {
                 items.push(deeper(|| walk(head, depth + 1, budget))?);
