@@ -404,20 +404,12 @@ defmodule Mix.Tasks.Litestash.Bench do
     for level <- [:normal, :full], into: %{} do
       with_stores([store], [synchronous: level], fn [{_, handle, _}], _raw_dir ->
         progress("LiteStash W3 with synchronous: #{inspect(level)} (#{n} keys loaded first)")
-        preload(handle, n)
+        Workloads.fill(handle, n)
         probe = Workloads.start_probe()
         w3 = Workloads.put_concurrent(store, handle, (n + 1)..(2 * n), :small, procs)
         {level, Map.put(w3, :probe_us, Workloads.stop_probe(probe))}
       end)
     end
-  end
-
-  defp preload(name, n) do
-    1..n
-    |> Stream.chunk_every(1_000)
-    |> Enum.each(fn ids ->
-      :ok = LiteStash.mset(name, Enum.map(ids, &{Workloads.key(&1), Workloads.value(:small, &1)}))
-    end)
   end
 
   defp run_scale(config, scale) do

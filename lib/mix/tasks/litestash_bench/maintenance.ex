@@ -168,7 +168,7 @@ defmodule LiteStash.Bench.Maintenance do
   defp store_figures(n, procs) do
     with_store(fn name, dir ->
       progress("maintenance: writing #{n} keys with mset, 1,000 per call")
-      {fill_us, :ok} = :timer.tc(fn -> fill(name, n) end)
+      {fill_us, :ok} = :timer.tc(fn -> Workloads.fill(name, n) end)
       written = bytes(name)
 
       progress("maintenance: stream of the whole store in a fresh process")
@@ -194,14 +194,6 @@ defmodule LiteStash.Bench.Maintenance do
         bytes: %{written: written, deleted: deleted, compacted: compacted},
         keys_left: keys(name)
       }
-    end)
-  end
-
-  defp fill(name, n) do
-    1..n
-    |> Stream.chunk_every(1_000)
-    |> Enum.each(fn ids ->
-      :ok = LiteStash.mset(name, Enum.map(ids, &{Workloads.key(&1), Workloads.value(:small, &1)}))
     end)
   end
 

@@ -35,6 +35,16 @@ defmodule LiteStash.Bench.Workloads do
   @spec key(pos_integer()) :: String.t()
   def key(i), do: "user:" <> Integer.to_string(i)
 
+  @doc "Writes keys 1..n with small values into the LiteStash store `name`, 1,000 per `mset`."
+  @spec fill(atom(), non_neg_integer()) :: :ok
+  def fill(name, n) do
+    1..n//1
+    |> Stream.chunk_every(1_000)
+    |> Enum.each(fn ids ->
+      :ok = LiteStash.mset(name, Enum.map(ids, &{key(&1), value(:small, &1)}))
+    end)
+  end
+
   @doc ~S"""
   The value of entry `i`: `:small` is the ~100-byte map
   `%{"i" => i, "name" => "user-#{i}", "tags" => ["a", "b"], "score" => 1.5}`,
