@@ -33,7 +33,7 @@ defmodule LiteStash.Native do
   def register(_name, _store, _telemetry?), do: err()
   def lookup(_name), do: err()
   def unregister(_name, _store), do: err()
-  def set_event_receiver(_store, _pid), do: err()
+  def set_event_receiver(_store, _pid_or_nil), do: err()
   def close(_store), do: err()
   def get(_store, _key), do: err()
   def get_many(_store, _keys), do: err()

@@ -19,15 +19,39 @@ defmodule LiteStash.Owner do
     Process.flag(:trap_exit, true)
     :ok = Native.monitor_owner(store)
     telemetry? = LiteStash.Telemetry.enabled?()
-    if telemetry?, do: :ok = Native.set_event_receiver(store, self())
-    :ok = Native.register(name, store, telemetry?)
-    {:ok, %{store: store, name: name}}
+    # Commands run in spans, and writers report their commits, only while
+    # someone listens: with no handler attached, telemetry costs nothing.
+    listening? = telemetry? and LiteStash.Telemetry.listening?()
+    :ok = listen(store, name, listening?)
+    if telemetry?, do: schedule_refresh()
+    {:ok, %{store: store, name: name, listening?: listening?}}
   end
+
+  defp listen(store, name, listening?) do
+    :ok = Native.set_event_receiver(store, if(listening?, do: self()))
+    Native.register(name, store, listening?)
+  end
+
+  # How often the owner looks for newly attached or detached handlers.
+  @refresh_ms 1_000
+
+  defp schedule_refresh, do: Process.send_after(self(), :refresh_telemetry, @refresh_ms)
 
   @impl GenServer
   def handle_info({:litestash_event, kind, shard, count, duration_us}, state) do
     LiteStash.Telemetry.writer_event(state.name, kind, shard, count, duration_us)
     {:noreply, state}
+  end
+
+  def handle_info(:refresh_telemetry, state) do
+    listening? = LiteStash.Telemetry.listening?()
+
+    if listening? != state.listening? do
+      :ok = listen(state.store, state.name, listening?)
+    end
+
+    schedule_refresh()
+    {:noreply, %{state | listening?: listening?}}
   end
 
   def handle_info(_other, state), do: {:noreply, state}

@@ -18,12 +18,22 @@ defmodule LiteStash.Telemetry do
       `%{store, dest, result}`.
 
   `command` is the function's name as an atom (`:set`, `:get`, `:mset`, ...).
+
+  Command spans cost a caller something only while a handler is attached to
+  an event under `[:litestash]`: each store's owner looks for handlers when
+  the store starts and then once a second, so a handler attached later gets
+  command events within a second. The writer events (`:commit`, `:sweep`)
+  are emitted by the owner process, off the callers' path.
   """
 
   @doc false
   @spec enabled?() :: boolean()
   def enabled?,
     do: Code.ensure_loaded?(:telemetry) and function_exported?(:telemetry, :execute, 3)
+
+  @doc false
+  @spec listening?() :: boolean()
+  def listening?, do: :telemetry.list_handlers([:litestash]) != []
 
   @doc false
   @spec span(atom(), atom(), (() -> result)) :: result when result: term()

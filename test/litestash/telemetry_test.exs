@@ -30,6 +30,34 @@ defmodule LiteStash.TelemetryTest do
       )
 
     on_exit(fn -> :telemetry.detach(id) end)
+    %{handler_id: id}
+  end
+
+  test "commands run in spans only while a handler is attached", %{tmp_dir: dir, handler_id: id} do
+    :ok = :telemetry.detach(id)
+    s = start_store!(dir)
+    assert {_store, ^s, false} = LiteStash.Native.lookup(s)
+    :ok = LiteStash.set(s, "quiet", 1)
+
+    parent = self()
+    handler = fn event, m, meta, _ -> send(parent, {:late, event, m, meta}) end
+    :ok = :telemetry.attach("late-#{id}", [:litestash, :command, :stop], handler, nil)
+    on_exit(fn -> :telemetry.detach("late-#{id}") end)
+
+    # The owner notices the new handler within a second.
+    wait_until(fn -> match?({_, _, true}, LiteStash.Native.lookup(s)) end, 3_000)
+    :ok = LiteStash.set(s, "loud", 1)
+
+    assert_receive {:late, [:litestash, :command, :stop], %{duration: _},
+                    %{store: ^s, command: :set}}
+  end
+
+  defp wait_until(fun, timeout) do
+    cond do
+      fun.() -> :ok
+      timeout <= 0 -> flunk("condition not met in time")
+      true -> Process.sleep(50) && wait_until(fun, timeout - 50)
+    end
   end
 
   test "commands emit start and stop spans with store and command", %{tmp_dir: dir} do

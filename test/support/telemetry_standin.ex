@@ -30,6 +30,13 @@ defmodule :telemetry do
     end
   end
 
+  def list_handlers(prefix) do
+    for {id, events, fun, config} <- :persistent_term.get(@key, []),
+        event <- events,
+        List.starts_with?(event, prefix),
+        do: %{id: id, event_name: event, function: fun, config: config}
+  end
+
   def execute(event, measurements, metadata) do
     for {id, events, fun, config} <- :persistent_term.get(@key, []), event in events do
       try do

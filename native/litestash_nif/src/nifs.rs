@@ -822,14 +822,18 @@ fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResu
 
 /// Sends the writers' events to `pid` as
 /// `{:litestash_event, :commit | :sweep, shard, count, duration_us}`; the
-/// owner turns them into telemetry events.
+/// owner turns them into telemetry events. `nil` stops them.
 #[rustler::nif]
 fn set_event_receiver(
     env: Env,
     store: ResourceArc<StoreResource>,
-    pid: LocalPid,
+    pid: Option<LocalPid>,
 ) -> NifResult<Term> {
     guard(env, || {
+        let Some(pid) = pid else {
+            store.store.set_event_hook(None);
+            return Ok(atom::ok().encode(env));
+        };
         let hook: litestash_core::EventHook = Arc::new(move |event| {
             let (kind, shard, count, duration) = match event {
                 litestash_core::Event::Commit {

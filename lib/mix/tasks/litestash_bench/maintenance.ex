@@ -98,7 +98,9 @@ defmodule LiteStash.Bench.Maintenance do
   defp plain_w1_w2(n, telemetry?) do
     with_store(fn name, _dir ->
       # The store decides at its start whether it calls :telemetry.
-      {_store, ^name, ^telemetry?} = LiteStash.Native.lookup(name)
+      # Loaded (or not) with no handler attached: the issue's case.
+      ^telemetry? = LiteStash.Telemetry.enabled?()
+      {_store, ^name, false} = LiteStash.Native.lookup(name)
       w1 = Workloads.put_sequential(@store, name, 1..n, :small)
       %{w1: w1, w2: Workloads.get_sequential(@store, name, Workloads.shuffled(n))}
     end)
@@ -139,6 +141,12 @@ defmodule LiteStash.Bench.Maintenance do
     Code.compile_string("""
     defmodule :telemetry do
       @moduledoc false
+      def list_handlers(prefix) do
+        for {event, fun, config} <- :ets.tab2list(#{inspect(@handlers)}),
+            List.starts_with?(event, prefix),
+            do: %{event_name: event, function: fun, config: config}
+      end
+
       def execute(event, measurements, metadata) do
         for {_event, fun, config} <- :ets.lookup(#{inspect(@handlers)}, event) do
           fun.(event, measurements, metadata, config)
