@@ -320,6 +320,24 @@ pub struct CursorResource {
 #[rustler::resource_impl]
 impl Resource for CursorResource {}
 
+impl Drop for CursorResource {
+    fn drop(&mut self) {
+        // Garbage collection frees a cursor on a normal scheduler; closing
+        // its SQLite connection may checkpoint, so that happens elsewhere.
+        let snapshot = self
+            .snapshot
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(snapshot) = snapshot {
+            // If no thread can be had, it is dropped here after all.
+            let _ = std::thread::Builder::new()
+                .name("litestash cursor".into())
+                .spawn(move || drop(snapshot));
+        }
+    }
+}
+
 #[rustler::nif(schedule = "DirtyIo")]
 fn snapshot_open<'a>(
     env: Env<'a>,
