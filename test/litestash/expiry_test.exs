@@ -114,12 +114,4 @@ defmodule LiteStash.ExpiryTest do
     {out, 0} = System.cmd("python3", ["-c", script, dir, template])
     out |> String.trim() |> String.to_integer()
   end
-
-  defp wait_until(fun, timeout) do
-    cond do
-      fun.() -> :ok
-      timeout <= 0 -> flunk("condition not met in time")
-      true -> Process.sleep(50) && wait_until(fun, timeout - 50)
-    end
-  end
 end

@@ -48,10 +48,18 @@ defmodule LiteStash.StreamTest do
       assert LiteStash.count(s, prefix: "nothing") == {:ok, 0}
     end
 
-    test "is lazy: taking a few reads a chunk, not the store", %{tmp_dir: dir} do
+    test "is lazy: it reads when enumerated, a chunk at a time", %{tmp_dir: dir} do
       s = start_store!(dir)
       :ok = LiteStash.mset(s, for(i <- 1..2_000, do: {"k#{i}", i}))
-      assert LiteStash.stream(s, chunk_size: 10) |> Enum.take(3) |> length() == 3
+      stream = LiteStash.stream(s, chunk_size: 10)
+      # Written after the stream was made, before it is enumerated: seen.
+      :ok = LiteStash.set(s, "later", 0)
+      assert stream |> Enum.to_list() |> length() == 2_001
+      assert stream |> Enum.take(3) |> length() == 3
+      # Made on a running store, enumerated after it stopped: fails then.
+      stopped = LiteStash.stream(s)
+      LiteStash.stop(s)
+      assert_raise LiteStash.Error, ~r/closed|running/, fn -> Enum.take(stopped, 1) end
     end
 
     test "memory stays bounded by the chunk size while walking 100,000 keys",

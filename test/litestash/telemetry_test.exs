@@ -52,14 +52,6 @@ defmodule LiteStash.TelemetryTest do
                     %{store: ^s, command: :set}}
   end
 
-  defp wait_until(fun, timeout) do
-    cond do
-      fun.() -> :ok
-      timeout <= 0 -> flunk("condition not met in time")
-      true -> Process.sleep(50) && wait_until(fun, timeout - 50)
-    end
-  end
-
   test "commands emit start and stop spans with store and command", %{tmp_dir: dir} do
     s = start_store!(dir)
     :ok = LiteStash.set(s, "k", 1)

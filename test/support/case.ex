@@ -34,6 +34,16 @@ defmodule LiteStash.Test.Helpers do
     name
   end
 
+  @doc "Polls `fun` every 50 ms until it returns true; flunks after `timeout` ms."
+  @spec wait_until((() -> boolean()), integer()) :: :ok
+  def wait_until(fun, timeout) do
+    cond do
+      fun.() -> :ok
+      timeout <= 0 -> ExUnit.Assertions.flunk("condition not met in time")
+      true -> Process.sleep(50) && wait_until(fun, timeout - 50)
+    end
+  end
+
   @doc "Stops `name` if it still runs (it may be exiting with its test)."
   @spec stop_quietly(atom()) :: :ok
   def stop_quietly(name) do

@@ -320,15 +320,7 @@ defmodule Mix.Tasks.Litestash.Bench do
     order = Workloads.shuffled(n)
 
     with_stores(config.stores, [], fn opened, raw_dir ->
-      w1 = each(opened, "W1, n = #{n}", &put_watched(&1, &2, &3, n))
-      raw_w1 = raw(config, n, "w1", raw_dir)
-
-      w2 =
-        each(opened, "W2", fn store, handle, _ ->
-          Workloads.get_sequential(store, handle, order)
-        end)
-
-      raw_w2 = raw(config, n, "w2", raw_dir)
+      {w1, w2, raw_w1, raw_w2} = w1_w2(config, opened, raw_dir, n, order, "n = #{int(n)}")
 
       w3 =
         each(opened, "W3, #{procs} processes", fn store, handle, dir ->
@@ -357,6 +349,20 @@ defmodule Mix.Tasks.Litestash.Bench do
 
       {main, raw}
     end)
+  end
+
+  # W1 then W2 of `n` keys on every opened store, each followed by the raw
+  # baseline's same workload.
+  defp w1_w2(config, opened, raw_dir, n, order, label) do
+    w1 = each(opened, "W1 #{label}", &put_watched(&1, &2, &3, n))
+    raw_w1 = raw(config, n, "w1", raw_dir)
+
+    w2 =
+      each(opened, "W2 #{label}", fn store, handle, _ ->
+        Workloads.get_sequential(store, handle, order)
+      end)
+
+    {w1, w2, raw_w1, raw(config, n, "w2", raw_dir)}
   end
 
   # W1 of `n` keys, with the VM's memory before and after it and, for
@@ -416,15 +422,8 @@ defmodule Mix.Tasks.Litestash.Bench do
     order = Workloads.shuffled(scale)
 
     with_stores(config.stores, [], fn opened, raw_dir ->
-      w1 = each(opened, "W1 at #{int(scale)} keys", &put_watched(&1, &2, &3, scale))
-      raw_w1 = raw(config, scale, "w1", raw_dir)
-
-      w2 =
-        each(opened, "W2 at #{int(scale)} keys", fn store, handle, _ ->
-          Workloads.get_sequential(store, handle, order)
-        end)
-
-      raw_w2 = raw(config, scale, "w2", raw_dir)
+      {w1, w2, raw_w1, raw_w2} =
+        w1_w2(config, opened, raw_dir, scale, order, "at #{int(scale)} keys")
 
       stores =
         Map.new(w1, fn {label, put} ->
@@ -713,8 +712,7 @@ defmodule Mix.Tasks.Litestash.Bench do
     :io_lib.format("~-42s ~10s  (target >= ~.1fx)  not measured~n", [name, "-", goal / 1])
   end
 
-  defp verdict(true), do: "PASS"
-  defp verdict(_), do: "MISS"
+  defp verdict(pass?), do: Workloads.verdict(pass?)
 
   defp extras(config, report) do
     probes =
@@ -780,16 +778,7 @@ defmodule Mix.Tasks.Litestash.Bench do
     end
   end
 
-  defp int(nil), do: "-"
-
-  defp int(value) do
-    value
-    |> round()
-    |> Integer.to_string()
-    |> String.reverse()
-    |> String.replace(~r/(\d{3})(?=\d)/, "\\1,")
-    |> String.reverse()
-  end
+  defp int(value), do: Workloads.format_int(value)
 
   defp us(nil), do: "-"
   defp us(value), do: :erlang.float_to_binary(value / 1, decimals: 1)

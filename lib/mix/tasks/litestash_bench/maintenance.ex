@@ -442,17 +442,9 @@ defmodule LiteStash.Bench.Maintenance do
     ])
   end
 
-  defp verdict(true), do: "PASS"
-  defp verdict(_), do: "MISS"
+  defp verdict(pass?), do: Workloads.verdict(pass?)
 
-  defp int(value) do
-    value
-    |> round()
-    |> Integer.to_string()
-    |> String.reverse()
-    |> String.replace(~r/(\d{3})(?=\d)/, "\\1,")
-    |> String.reverse()
-  end
+  defp int(value), do: Workloads.format_int(value)
 
   defp secs(us), do: :erlang.float_to_binary(us / 1.0e6, decimals: 2) <> " s"
   defp mib(bytes), do: :erlang.float_to_binary(bytes / 1_048_576, decimals: 1) <> " MiB"

@@ -35,6 +35,29 @@ defmodule LiteStash.Bench.Workloads do
   @spec key(pos_integer()) :: String.t()
   def key(i), do: "user:" <> Integer.to_string(i)
 
+  @doc """
+  A count with thousands separators; `"-"` for nil.
+
+      iex> LiteStash.Bench.Workloads.format_int(1234567.4)
+      "1,234,567"
+  """
+  @spec format_int(number() | nil) :: String.t()
+  def format_int(nil), do: "-"
+
+  def format_int(value) do
+    value
+    |> round()
+    |> Integer.to_string()
+    |> String.reverse()
+    |> String.replace(~r/(\d{3})(?=\d)/, "\\1,")
+    |> String.reverse()
+  end
+
+  @doc "How a target line ends."
+  @spec verdict(boolean()) :: String.t()
+  def verdict(true), do: "PASS"
+  def verdict(_), do: "MISS"
+
   @doc "Writes keys 1..n with small values into the LiteStash store `name`, 1,000 per `mset`."
   @spec fill(atom(), non_neg_integer()) :: :ok
   def fill(name, n) do
