@@ -10,8 +10,10 @@ defmodule LiteStash do
       integers, floats, strings, binaries, lists and maps (see "Value types").
     * Every key is hashed with BLAKE2b-512 and routed to one of 64 tables in
       16 shard files. Each file has one writer thread that commits the writes
-      queued by many callers in one transaction ("group commit"); a call
-      returns `:ok` only once its write is committed.
+      queued by many callers in one transaction ("group commit"); a write to
+      a file whose writer is idle commits at once on the caller's dirty IO
+      scheduler instead. Either way a call returns `:ok` only once its write
+      is committed.
     * Reads use their own connections (SQLite WAL) and never wait for a writer.
     * Calls go from your process straight into the NIF: no GenServer call on
       the data path, and SQLite work never runs on a normal scheduler.
@@ -68,6 +70,12 @@ defmodule LiteStash do
     * `:sweep_interval` - milliseconds between two sweeps of expired keys by
       each shard's writer when nothing else is due. An expired key is
       invisible to reads at once either way. Default `1_000`.
+    * `:inline_commits` - how many writes may commit at once on their
+      callers' dirty IO schedulers. A single-key write whose shard writer is
+      idle (nothing queued, no transaction running) commits right there,
+      sparing a lone writer the hand-off to the writer thread and back; as
+      soon as writes queue up, the writer thread batches them. `0` sends
+      every write through the writer threads. Default `4`.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -117,6 +125,7 @@ defmodule LiteStash do
           | {:busy_timeout, non_neg_integer()}
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
+          | {:inline_commits, non_neg_integer()}
 
   @defaults [
     data_dir: "./data",
@@ -124,7 +133,8 @@ defmodule LiteStash do
     synchronous: :normal,
     busy_timeout: 30_000,
     max_page_count: nil,
-    sweep_interval: 1_000
+    sweep_interval: 1_000,
+    inline_commits: 4
   ]
 
   @doc """
@@ -152,7 +162,8 @@ defmodule LiteStash do
            opts[:synchronous],
            opts[:busy_timeout],
            opts[:max_page_count],
-           opts[:sweep_interval]
+           opts[:sweep_interval],
+           opts[:inline_commits]
          ) do
       {:ok, store} ->
         case LiteStash.Owner.start_link({store, opts[:name]}) do
@@ -206,7 +217,8 @@ defmodule LiteStash do
     synchronous: ":normal or :full",
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
     max_page_count: "a positive integer or nil",
-    sweep_interval: "a positive integer of milliseconds"
+    sweep_interval: "a positive integer of milliseconds",
+    inline_commits: "an integer from 0 to 1024"
   }
 
   defp validate_option!(key, value) do
@@ -235,6 +247,7 @@ defmodule LiteStash do
   defp valid_option?(:busy_timeout, ms), do: is_integer(ms) and ms >= 0 and ms <= 86_400_000
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
+  defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
 
   ## Writes
 
@@ -346,7 +359,7 @@ defmodule LiteStash do
     key = key!(key)
 
     command(server, :delete, fn store ->
-      write(&Native.delete(store, &1, key), nil)
+      write(&Native.delete(store, &1, key), &Native.delete_dirty(store, &1, key))
     end)
   end
 
@@ -358,30 +371,34 @@ defmodule LiteStash do
     end)
   end
 
-  # Queues a write and waits for the writer thread's answer. The reference is
-  # made here so that the receive skips the rest of the mailbox.
+  # Hands a write over and returns its answer. `queue` runs on the caller's
+  # scheduler and queues the write for its shard's writer thread, whose
+  # answer comes as `{ref, answer}` (the reference is made here so that the
+  # receive skips the rest of the mailbox). It returns `:reschedule` when the
+  # write is better done by `queue_dirty` on a dirty scheduler: a term too
+  # large to convert here, or an idle shard writer, in which case the write
+  # commits right there and its answer comes back directly.
   defp write(queue, queue_dirty) do
     ref = make_ref()
 
     case queue.(ref) do
-      :ok ->
-        receive do
-          {^ref, reply} -> reply
-        end
+      :queued ->
+        await(ref)
 
       :reschedule ->
         case queue_dirty.(ref) do
-          :ok ->
-            receive do
-              {^ref, reply} -> reply
-            end
-
-          {:error, %Error{}} = error ->
-            error
+          :queued -> await(ref)
+          answer -> answer
         end
 
-      {:error, %Error{}} = error ->
-        error
+      answer ->
+        answer
+    end
+  end
+
+  defp await(ref) do
+    receive do
+      {^ref, answer} -> answer
     end
   end
 
@@ -640,7 +657,7 @@ defmodule LiteStash do
     end
 
     command(server, :incr, fn store ->
-      write(&Native.incr(store, &1, key, by), nil)
+      write(&Native.incr(store, &1, key, by), &Native.incr_dirty(store, &1, key, by))
     end)
   end
 

@@ -26,7 +26,7 @@ defmodule LiteStash.Native do
     end
   end
 
-  def open(_path, _synchronous, _busy_timeout_ms, _max_page_count, _sweep_interval_ms),
+  def open(_path, _synchronous, _busy_timeout_ms, _max_page_count, _sweep_interval_ms, _inline),
     do: err()
 
   def monitor_owner(_store), do: err()
@@ -54,10 +54,12 @@ defmodule LiteStash.Native do
   def compare_and_set_dirty(_store, _ref, _key, _expected, _new), do: err()
   def expire(_store, _ref, _key, _ttl_ms), do: err()
   def incr(_store, _ref, _key, _by), do: err()
+  def incr_dirty(_store, _ref, _key, _by), do: err()
   def compact(_store, _ref), do: err()
   def set_many(_store, _ref, _pairs), do: err()
   def set_many_dirty(_store, _ref, _pairs), do: err()
   def delete(_store, _ref, _key), do: err()
+  def delete_dirty(_store, _ref, _key), do: err()
   def clear(_store, _ref), do: err()
   def encode_value(_term), do: err()
   def decode_value(_bytes), do: err()

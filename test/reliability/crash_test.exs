@@ -34,7 +34,8 @@ defmodule LiteStash.Reliability.CrashTest do
   end
 
   test "a clean stop commits every write still queued", %{tmp_dir: dir} do
-    s = start_store!(Path.join(dir, "data"))
+    # No inline commits: every write goes through a writer thread's queue.
+    s = start_store!(Path.join(dir, "data"), inline_commits: 0)
     {store, _name, _telemetry} = Native.lookup(s)
 
     # Queued straight through the NIF, without waiting for any commit, then
@@ -42,7 +43,7 @@ defmodule LiteStash.Reliability.CrashTest do
     refs =
       for i <- 1..5_000 do
         ref = make_ref()
-        :ok = Native.set(store, ref, "q#{i}", %{"i" => i}, {:set, nil})
+        :queued = Native.set(store, ref, "q#{i}", %{"i" => i}, {:set, nil})
         ref
       end
 

@@ -1,7 +1,8 @@
 //! LiteStash's storage engine: the data contract (BLAKE2b-512 key hashes,
 //! 16 SQLite shard files with 64 tables, MessagePack values) and a store
-//! that writes each shard through one group-committing writer thread while
-//! readers use their own connections.
+//! that writes each shard through one group-committing writer thread (or,
+//! when that writer is idle and the caller allows it, on the caller's own
+//! thread) while readers use their own connections.
 //!
 //! This crate knows nothing of Erlang; `litestash_nif` wraps it.
 //!

@@ -6,7 +6,7 @@ use crate::key::{Key, SHARD_COUNT};
 use crate::shard::ShardFile;
 use crate::shard::EXPIRY_ANY_DUE;
 use crate::writer::{
-    self, now_ms, EventHook, HookSlot, Job, Message, Op, Outcome, Reply, Row, Target,
+    self, now_ms, Engine, EventHook, HookSlot, Job, Message, Op, Outcome, Reply, Row, Target,
 };
 use crossbeam_channel::Sender;
 use once_cell::sync::Lazy;
@@ -14,7 +14,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,6 +59,10 @@ pub struct Options {
     /// Caps every shard file at this many pages: a test's stand-in for a
     /// full disk. `None` in production.
     pub max_page_count: Option<i64>,
+    /// Most writes committing inline (on their callers' threads, see
+    /// [`Reply::inline`]) at once; 0 sends every write through the writer
+    /// threads.
+    pub inline_commits: usize,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             sweep_interval: Duration::from_secs(1),
             sweep_batch: 500,
             max_page_count: None,
+            inline_commits: 4,
         }
     }
 }
@@ -85,7 +90,7 @@ impl Default for Options {
 static OPEN_DIRS: Lazy<(Mutex<HashMap<PathBuf, bool>>, Condvar)> =
     Lazy::new(|| (Mutex::new(HashMap::new()), Condvar::new()));
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not turn every later call into one.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -128,6 +133,7 @@ enum Shard {
     Ready {
         file: Arc<ShardFile>,
         writer: Sender<Message>,
+        engine: Engine,
         readers: Mutex<Vec<Connection>>,
     },
     /// A shard whose file is damaged: every call that touches it gets this
@@ -155,6 +161,8 @@ pub struct Store {
     released: AtomicBool,
     writers: Mutex<Vec<JoinHandle<()>>>,
     hook: HookSlot,
+    /// Writes committing inline right now.
+    inline: AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {
@@ -203,6 +211,7 @@ impl Store {
             released: AtomicBool::new(false),
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
+            inline: AtomicUsize::new(0),
         };
         for index in 0..SHARD_COUNT {
             // On an error, dropping `store` stops the writers started so far
@@ -220,7 +229,7 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::Corrupt => return Ok(Shard::Broken(e)),
             Err(e) => return Err(e),
         };
-        let (writer, handle) = writer::spawn(
+        let (writer, engine, handle) = writer::spawn(
             Arc::clone(&file),
             conn,
             &self.options,
@@ -230,6 +239,7 @@ impl Store {
         Ok(Shard::Ready {
             file,
             writer,
+            engine,
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -561,31 +571,66 @@ impl Store {
         Ok(())
     }
 
-    fn writer(&self, index: usize) -> Result<&Sender<Message>> {
-        match &self.shards[index] {
-            Shard::Ready { writer, .. } => Ok(writer),
-            Shard::Broken(e) => Err(e.clone()),
+    /// Queues `op` on shard `index`, or commits it on this thread when the
+    /// reply allows it and the shard's writer is idle. On `Err` the reply was
+    /// not queued and will not be called.
+    fn submit(&self, index: usize, op: Op, reply: Reply) -> Result<()> {
+        self.check_open()?;
+        let (writer, engine) = match &self.shards[index] {
+            Shard::Ready { writer, engine, .. } => (writer, engine),
+            Shard::Broken(e) => return Err(e.clone()),
+        };
+        let inline = reply.allows_inline();
+        let mut job = Job {
+            op,
+            reply: reply.queued(),
+        };
+        if inline {
+            match self.commit_inline(engine, writer, job) {
+                None => return Ok(()),
+                Some(back) => job = back,
+            }
         }
+        writer
+            .send(Message::Job(job))
+            .map_err(|crossbeam_channel::SendError(msg)| {
+                if let Message::Job(job) = msg {
+                    job.reply.defuse();
+                }
+                Error::closed()
+            })
     }
 
-    /// Queues `op` on shard `index`. On `Err` the reply was not queued and
-    /// will not be called.
-    fn submit(&self, index: usize, op: Op, reply: Reply) -> Result<()> {
-        let sent = self
-            .check_open()
-            .and_then(|()| self.writer(index))
-            .and_then(|writer| {
-                let reply = reply.queued();
-                writer.send(Message::Job(Job { op, reply })).map_err(
-                    |crossbeam_channel::SendError(msg)| {
-                        if let Message::Job(job) = msg {
-                            job.reply.defuse();
-                        }
-                        Error::closed()
-                    },
-                )
-            });
-        sent
+    /// Commits `job` on this thread if an inline slot is free and the
+    /// shard's writer is idle; gives it back (`Some`) otherwise.
+    fn commit_inline(&self, engine: &Engine, writer: &Sender<Message>, job: Job) -> Option<Job> {
+        if self.inline.fetch_add(1, Ordering::AcqRel) >= self.options.inline_commits {
+            self.inline.fetch_sub(1, Ordering::AcqRel);
+            return Some(job);
+        }
+        let done = writer::commit_inline(engine, writer, job);
+        self.inline.fetch_sub(1, Ordering::AcqRel);
+        done
+    }
+
+    /// Whether a write of `key` with an inline reply would commit on the
+    /// caller's thread now: an inline slot is free, nothing is queued on
+    /// the key's shard and its writer is not in a transaction. A hint for
+    /// choosing the thread to call from; the state can change at once.
+    pub fn would_commit_inline(&self, key: &[u8]) -> bool {
+        if self.is_closed() || self.inline.load(Ordering::Acquire) >= self.options.inline_commits {
+            return false;
+        }
+        let Ok(text) = crate::key::validate(key) else {
+            return false;
+        };
+        let Ok(route) = crate::key::route(&crate::key::key_hash(text)) else {
+            return false;
+        };
+        match &self.shards[route.shard] {
+            Shard::Ready { writer, engine, .. } => writer::is_idle(engine, writer),
+            Shard::Broken(_) => false,
+        }
     }
 
     /// Queues the write of `value` under `key`, expiring `ttl_ms`
@@ -723,7 +768,9 @@ impl Store {
     fn fan_out(&self, ops: Vec<(usize, Op)>, reply: Reply) -> Result<()> {
         self.check_open()?;
         for (shard, _) in &ops {
-            self.writer(*shard)?;
+            if let Shard::Broken(e) = &self.shards[*shard] {
+                return Err(e.clone());
+            }
         }
         if ops.is_empty() {
             reply.send(Ok(Outcome::Done));
@@ -760,6 +807,14 @@ impl Store {
                         .iter()
                         .filter_map(|shard| match shard {
                             Shard::Ready { readers, .. } => Some(lock(readers)),
+                            Shard::Broken(_) => None,
+                        })
+                        .collect();
+                    let _engines: Vec<_> = self
+                        .shards
+                        .iter()
+                        .filter_map(|shard| match shard {
+                            Shard::Ready { engine, .. } => Some(lock(engine)),
                             Shard::Broken(_) => None,
                         })
                         .collect();
@@ -1097,8 +1152,11 @@ impl Gather {
 /// Runs an async write and blocks until its reply.
 fn wait(start: impl FnOnce(Reply) -> Result<()>) -> Result<Outcome> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    start(Reply::new(move |result| {
-        let _ = tx.send(result);
-    }))?;
+    start(
+        Reply::new(move |result| {
+            let _ = tx.send(result);
+        })
+        .inline(),
+    )?;
     rx.recv().unwrap_or_else(|_| Err(Error::closed()))
 }

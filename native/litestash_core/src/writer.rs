@@ -6,12 +6,13 @@
 use crate::codec::{canonical, decode, encode, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shard::{expiry_due, ShardFile, EXPIRY_DELETE, EXPIRY_UPSERT};
+use crate::store::lock;
 use crate::store::Options;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What a finished write reports.
@@ -35,6 +36,7 @@ pub type Callback = Box<dyn FnOnce(Result<Outcome>) + Send + 'static>;
 pub struct Reply {
     callback: Option<Callback>,
     queued: bool,
+    inline: bool,
 }
 
 impl Reply {
@@ -43,7 +45,23 @@ impl Reply {
         Reply {
             callback: Some(Box::new(callback)),
             queued: false,
+            inline: false,
         }
+    }
+
+    /// Allows the write to commit on the calling thread when its shard's
+    /// writer is idle (nothing queued, no transaction running): a lone
+    /// writer then skips the hand-off to the writer thread and back. The
+    /// reply is answered on the calling thread before the `*_async` call
+    /// returns. Only for threads that may block on the disk (never a BEAM
+    /// normal scheduler).
+    pub fn inline(mut self) -> Reply {
+        self.inline = true;
+        self
+    }
+
+    pub(crate) fn allows_inline(&self) -> bool {
+        self.inline
     }
 
     /// Marks the reply as handed to a writer: from now on, dropping it
@@ -58,6 +76,7 @@ impl Reply {
         Reply {
             callback: None,
             queued: false,
+            inline: false,
         }
     }
 
@@ -180,6 +199,9 @@ pub(crate) struct Job {
 
 pub(crate) enum Message {
     Job(Job),
+    /// Background work is due (a caller committed inline and the WAL has
+    /// grown past the checkpoint threshold).
+    Wake,
     /// Commit everything queued so far, then stop.
     Shutdown,
 }
@@ -194,13 +216,18 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A shard's writer: its connection and state, shared by the writer thread
+/// and by callers that commit inline while the thread is idle. `None` once
+/// the writer has stopped.
+pub(crate) type Engine = Arc<Mutex<Option<Writer>>>;
+
 /// Starts the writer thread of `file` on `conn`.
 pub(crate) fn spawn(
     file: Arc<ShardFile>,
     mut conn: Connection,
     options: &Options,
     hook: HookSlot,
-) -> Result<(Sender<Message>, std::thread::JoinHandle<()>)> {
+) -> Result<(Sender<Message>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
@@ -209,7 +236,7 @@ pub(crate) fn spawn(
         Ok(())
     }))
     .map_err(|e| file.err(e))?;
-    let mut writer = Writer {
+    let writer = Writer {
         file,
         conn,
         wal_pages,
@@ -226,14 +253,87 @@ pub(crate) fn spawn(
         hook,
     };
     let name = format!("litestash {}", crate::key::SHARDS[writer.file.index]);
+    let engine: Engine = Arc::new(Mutex::new(Some(writer)));
+    let thread_engine = Arc::clone(&engine);
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || writer.run(rx))
+        .spawn(move || run(&thread_engine, &rx))
         .map_err(|e| Error::io(&e, "starting a shard writer thread"))?;
-    Ok((tx, handle))
+    Ok((tx, engine, handle))
 }
 
-struct Writer {
+/// The writer thread: waits for work, then takes the engine's lock, drains
+/// what is queued into one transaction and does the background work due.
+fn run(engine: &Mutex<Option<Writer>>, rx: &Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let wait = match lock(engine).as_ref() {
+            Some(writer) => writer.idle_wait(),
+            None => return,
+        };
+        let first = match rx.recv_timeout(wait) {
+            Ok(Message::Job(job)) => Some(job),
+            Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => None,
+            Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut guard = lock(engine);
+        let Some(writer) = guard.as_mut() else {
+            return;
+        };
+        if let Some(first) = first {
+            // Callers that queued while this thread waited for the lock
+            // (behind an inline commit) join this batch.
+            let (batch, stop) = writer.take_batch(first, rx);
+            stopping = stop;
+            writer.commit_and_report(batch);
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| writer.background()));
+    }
+    // Shutdown: whatever was queued before it is committed too, then the
+    // connection is closed on this thread.
+    let writer = lock(engine).take();
+    if let Some(mut writer) = writer {
+        writer.finish(rx);
+    }
+}
+
+/// Commits `job` on the calling thread when the shard's writer is idle:
+/// nothing queued and no transaction running. Gives the job back (`Some`)
+/// when the writer is busy, for the caller to queue; never waits for the
+/// lock.
+pub(crate) fn commit_inline(
+    engine: &Mutex<Option<Writer>>,
+    queue: &Sender<Message>,
+    job: Job,
+) -> Option<Job> {
+    if !queue.is_empty() {
+        return Some(job);
+    }
+    let mut guard = match engine.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return Some(job),
+    };
+    let Some(writer) = guard.as_mut() else {
+        return Some(job);
+    };
+    writer.commit_and_report(vec![job]);
+    let due = writer.checkpoint_due();
+    drop(guard);
+    if due {
+        // Checkpoints stay off the callers' path: the thread does it.
+        let _ = queue.send(Message::Wake);
+    }
+    None
+}
+
+/// Whether a write on this shard would commit inline now. A hint: the
+/// state can change the moment after.
+pub(crate) fn is_idle(engine: &Mutex<Option<Writer>>, queue: &Sender<Message>) -> bool {
+    queue.is_empty() && !matches!(engine.try_lock(), Err(TryLockError::WouldBlock))
+}
+
+pub(crate) struct Writer {
     file: Arc<ShardFile>,
     conn: Connection,
     /// Frames in the WAL after the last commit, as the WAL hook reported.
@@ -266,57 +366,58 @@ fn not_found(key: &str) -> Error {
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Message>) {
-        let mut stopping = false;
-        while !stopping {
-            // Wake for the next sweep or compaction step even when idle.
-            let wait = if self.compacting.is_empty() {
-                self.next_sweep.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            let first = match rx.recv_timeout(wait) {
-                Ok(Message::Job(job)) => Some(job),
-                Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => None,
-            };
-            if let Some(first) = first {
-                let mut batch = vec![first];
-                let mut bytes = batch[0].op.weight();
-                // Take what is already queued, never waiting for more: a lone
-                // writer pays no batching delay.
-                while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
-                    match rx.try_recv() {
-                        Ok(Message::Job(job)) => {
-                            bytes += job.op.weight();
-                            batch.push(job);
-                        }
-                        Ok(Message::Shutdown) => {
-                            stopping = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                // A panic here answers every caller of the batch through
-                // `Reply`'s destructor and the thread goes on.
-                let size = batch.len();
-                let started = Instant::now();
-                let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
-                self.emit(|shard| Event::Commit {
-                    shard,
-                    batch_size: size,
-                    duration: started.elapsed(),
-                });
-            }
-            let _ = catch_unwind(AssertUnwindSafe(|| self.background()));
+    /// How long the thread may sleep before the next sweep or compaction
+    /// step is due.
+    fn idle_wait(&self) -> Duration {
+        if self.compacting.is_empty() {
+            self.next_sweep.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
         }
-        // Shutdown: whatever was queued before it is committed too.
+    }
+
+    /// `first` and what is already queued behind it, never waiting for
+    /// more: a lone writer pays no batching delay. `true` when a shutdown
+    /// was found in the queue.
+    fn take_batch(&self, first: Job, rx: &Receiver<Message>) -> (Vec<Job>, bool) {
+        let mut bytes = first.op.weight();
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
+            match rx.try_recv() {
+                Ok(Message::Job(job)) => {
+                    bytes += job.op.weight();
+                    batch.push(job);
+                }
+                Ok(Message::Wake) => {}
+                Ok(Message::Shutdown) => return (batch, true),
+                Err(_) => break,
+            }
+        }
+        (batch, false)
+    }
+
+    /// Commits `batch` and reports it to the event hook. A panic here
+    /// answers every caller of the batch through `Reply`'s destructor and
+    /// the writer goes on.
+    fn commit_and_report(&mut self, batch: Vec<Job>) {
+        let size = batch.len();
+        let started = Instant::now();
+        let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+        self.emit(|shard| Event::Commit {
+            shard,
+            batch_size: size,
+            duration: started.elapsed(),
+        });
+    }
+
+    /// Commits what is still queued, answers waiting compactions and
+    /// truncates the WAL: the last work of a stopping writer.
+    fn finish(&mut self, rx: &Receiver<Message>) {
         let mut rest = rx
             .try_iter()
             .filter_map(|m| match m {
                 Message::Job(job) => Some(job),
-                Message::Shutdown => None,
+                Message::Wake | Message::Shutdown => None,
             })
             .peekable();
         while rest.peek().is_some() {
@@ -665,6 +766,13 @@ impl Writer {
             let _ = self.checkpoint("TRUNCATE");
         }
         Ok(free > 0)
+    }
+
+    /// Whether [`Writer::checkpoint_if_due`] has work to do.
+    fn checkpoint_due(&self) -> bool {
+        let pages = self.wal_pages.load(Ordering::Relaxed);
+        pages >= self.checkpoint_pages
+            || (pages >= self.truncate_pages && Instant::now() >= self.next_truncate)
     }
 
     /// Copies the WAL back into the file once it holds `checkpoint_pages`,

@@ -1,7 +1,9 @@
 //! The NIF functions. Reads run on dirty IO schedulers. Writes are queued to
-//! the shard writers on the caller's scheduler and return at once; the writer
-//! thread sends `{ref, result}` to the caller after the commit, so no
-//! scheduler is held while a write waits for the disk.
+//! the shard writers on the caller's scheduler and return `:queued` at once;
+//! the writer thread sends `{ref, result}` to the caller after the commit, so
+//! no scheduler is held while a write waits in a queue. A single-key write
+//! whose shard writer is idle returns `:reschedule` instead, and its dirty
+//! IO variant commits it right there and returns the answer.
 
 use crate::error::{error_tuple, panicked};
 use crate::term::{binary, to_term, to_value, Budget, Refusal};
@@ -12,7 +14,7 @@ use rustler::{
     Atom, Binary, Encoder, Env, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 rustler::atoms! {
@@ -24,6 +26,7 @@ rustler::atoms! {
     rows,
     expiring,
     reschedule,
+    queued,
     normal,
     full,
     infinity,
@@ -165,6 +168,7 @@ fn open<'a>(
     busy_timeout_ms: u64,
     max_page_count: Option<i64>,
     sweep_interval_ms: u64,
+    inline_commits: usize,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
         let synchronous = if synchronous == full() {
@@ -177,6 +181,7 @@ fn open<'a>(
             busy_timeout: Duration::from_millis(busy_timeout_ms),
             max_page_count,
             sweep_interval: Duration::from_millis(sweep_interval_ms),
+            inline_commits,
             ..Options::default()
         };
         Ok(match Store::open(&path, options) {
@@ -453,48 +458,139 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
 }
 
 /// A reply that sends `{ref, result}` to the calling process.
-fn reply_to(env: Env, reference: Term) -> Reply {
+/// `:ok`, or `{:error, %LiteStash.Error{}}`.
+fn ok_or_error(env: Env, attempt: Result<(), Error>) -> Term {
+    match attempt {
+        Ok(()) => atom::ok().encode(env),
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+/// Where a write committed inline leaves its answer, for the NIF to return.
+type Slot = Arc<Mutex<Option<Result<Outcome, Error>>>>;
+
+/// Runs `work` (a send from an owned env) on a thread the VM does not
+/// manage: only such threads may send that way. From a scheduler thread
+/// (a cursor or store freed by the GC, an inline commit's event) it goes
+/// to one long-lived mailer thread.
+fn off_scheduler(work: impl FnOnce() + Send + 'static) {
+    type Mail = Box<dyn FnOnce() + Send>;
+    static MAILER: OnceLock<Option<mpsc::Sender<Mail>>> = OnceLock::new();
+    if !rustler::thread::is_scheduler_thread() {
+        return work();
+    }
+    let mailer = MAILER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Mail>();
+        std::thread::Builder::new()
+            .name("litestash mailer".into())
+            .spawn(move || {
+                for mail in rx {
+                    let _ = catch_unwind(AssertUnwindSafe(mail));
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let mail: Mail = Box::new(work);
+    let mail = match mailer {
+        Some(tx) => match tx.send(mail) {
+            Ok(()) => return,
+            Err(mpsc::SendError(mail)) => mail,
+        },
+        None => mail,
+    };
+    // No mailer: a thread of its own, or (if none can be had) lost.
+    let _ = std::thread::Builder::new()
+        .name("litestash reply".into())
+        .spawn(mail);
+}
+
+/// The reply for a write by the calling process: `{reference, answer}` in
+/// its mailbox once committed by a writer thread, or, for a write committed
+/// inline on this thread (`inline`), the answer left in the slot.
+fn reply_to(env: Env, reference: Term, inline: bool) -> (Reply, Slot) {
     let pid = env.pid();
     let owned = OwnedEnv::new();
     let saved = owned.save(reference);
-    Reply::new(move |outcome| {
-        let send = move || {
+    let slot = Slot::default();
+    let stash = Arc::clone(&slot);
+    let here = std::thread::current().id();
+    let reply = Reply::new(move |outcome| {
+        if std::thread::current().id() == here {
+            *stash.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+            return;
+        }
+        off_scheduler(move || {
             let mut owned = owned;
             let _ = owned.send_and_clear(&pid, |env| {
-                let answer = match outcome {
-                    Ok(Outcome::Integer(n)) => ok(env, n),
-                    Ok(_) => atom::ok().encode(env),
-                    Err(e) => error_tuple(env, &e),
-                };
-                (saved.load(env), answer).encode(env)
+                (saved.load(env), answer(env, outcome)).encode(env)
             });
-        };
-        // Only threads the VM does not manage may send from an owned env;
-        // the rare reply made on a scheduler goes through a thread of ours.
-        if rustler::thread::is_scheduler_thread() {
-            let _ = std::thread::Builder::new()
-                .name("litestash reply".into())
-                .spawn(send);
-        } else {
-            send();
-        }
-    })
+        });
+    });
+    (if inline { reply.inline() } else { reply }, slot)
 }
 
-/// Converts, then queues. `:reschedule` asks the caller to repeat the call
-/// through the dirty CPU variant when the term is too large to walk here.
+/// `:ok`, `{:ok, integer}` or `{:error, %LiteStash.Error{}}`.
+fn answer(env: Env, outcome: Result<Outcome, Error>) -> Term {
+    match outcome {
+        Ok(Outcome::Integer(n)) => ok(env, n),
+        Ok(_) => atom::ok().encode(env),
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+/// What a write NIF returns once the write is handed over: the answer when
+/// it was committed inline, else `:queued` (the answer comes by message).
+fn handed_over(env: Env, attempt: Result<Slot, Error>) -> Term {
+    match attempt {
+        Ok(slot) => match slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(outcome) => answer(env, outcome),
+            None => queued().encode(env),
+        },
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+/// The scheduler a write NIF runs on. `Normal` queues the write at once
+/// and asks for the `Dirty` variant (`:reschedule`) when the term is too
+/// large to convert on a normal scheduler, or when the key's shard writer
+/// is idle: on the dirty IO scheduler the write commits inline, sparing a
+/// lone writer the hand-off to the writer thread and back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sched {
+    Normal,
+    Dirty,
+}
+
+impl Sched {
+    fn budget(self) -> Budget {
+        match self {
+            Sched::Normal => Budget::normal(),
+            Sched::Dirty => Budget::unlimited(),
+        }
+    }
+
+    /// Whether a normal-scheduler call should go to its dirty variant to
+    /// commit inline.
+    fn prefers_dirty(self, store: &Store, key: &[u8]) -> bool {
+        self == Sched::Normal && store.would_commit_inline(key)
+    }
+}
+
+/// Converts, then hands the write over. `:reschedule` asks the caller to
+/// repeat the call through the dirty variant.
 fn queue<'a>(
     env: Env<'a>,
-    budget: Budget,
+    sched: Sched,
     convert: impl FnOnce(&mut Budget) -> Result<Vec<Value>, Refusal>,
-    submit: impl FnOnce(&[Value]) -> Result<(), Error>,
+    submit: impl FnOnce(&[Value]) -> Result<Slot, Error>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        let mut budget = budget;
+        let mut budget = sched.budget();
         Ok(match convert(&mut budget) {
             Err(Refusal::OverBudget) => reschedule().encode(env),
             Err(Refusal::Error(e)) => error_tuple(env, &e),
-            Ok(values) => ok_or_error(env, submit(&values)),
+            Ok(values) => handed_over(env, submit(&values)),
         })
     })
 }
@@ -515,18 +611,22 @@ fn put<'a>(
     key: Binary<'a>,
     value: Term<'a>,
     mode: Write,
-    budget: Budget,
+    sched: Sched,
 ) -> NifResult<Term<'a>> {
+    if sched.prefers_dirty(store, key.as_slice()) {
+        return Ok(reschedule().encode(env));
+    }
     queue(
         env,
-        budget,
+        sched,
         |budget| Ok(vec![to_value(value, budget)?]),
         |values| {
-            let reply = reply_to(env, reference);
+            let (reply, slot) = reply_to(env, reference, sched == Sched::Dirty);
             match mode {
                 Write::Set(ttl) => store.set_async(key.as_slice(), &values[0], ttl, reply),
                 Write::PutNew => store.put_new_async(key.as_slice(), &values[0], reply),
             }
+            .map(|()| slot)
         },
     )
 }
@@ -547,11 +647,11 @@ fn set<'a>(
         key,
         value,
         mode,
-        Budget::normal(),
+        Sched::Normal,
     )
 }
 
-#[rustler::nif(schedule = "DirtyCpu")]
+#[rustler::nif(schedule = "DirtyIo")]
 fn set_dirty<'a>(
     env: Env<'a>,
     store: ResourceArc<StoreResource>,
@@ -560,15 +660,7 @@ fn set_dirty<'a>(
     value: Term<'a>,
     mode: Write,
 ) -> NifResult<Term<'a>> {
-    put(
-        env,
-        &store.store,
-        reference,
-        key,
-        value,
-        mode,
-        Budget::unlimited(),
-    )
+    put(env, &store.store, reference, key, value, mode, Sched::Dirty)
 }
 
 fn swap<'a>(
@@ -578,19 +670,20 @@ fn swap<'a>(
     key: Binary<'a>,
     expected: Term<'a>,
     new: Term<'a>,
-    budget: Budget,
+    sched: Sched,
 ) -> NifResult<Term<'a>> {
+    if sched.prefers_dirty(store, key.as_slice()) {
+        return Ok(reschedule().encode(env));
+    }
     queue(
         env,
-        budget,
+        sched,
         |budget| Ok(vec![to_value(expected, budget)?, to_value(new, budget)?]),
         |values| {
-            store.compare_and_set_async(
-                key.as_slice(),
-                &values[0],
-                &values[1],
-                reply_to(env, reference),
-            )
+            let (reply, slot) = reply_to(env, reference, sched == Sched::Dirty);
+            store
+                .compare_and_set_async(key.as_slice(), &values[0], &values[1], reply)
+                .map(|()| slot)
         },
     )
 }
@@ -611,11 +704,11 @@ fn compare_and_set<'a>(
         key,
         expected,
         new,
-        Budget::normal(),
+        Sched::Normal,
     )
 }
 
-#[rustler::nif(schedule = "DirtyCpu")]
+#[rustler::nif(schedule = "DirtyIo")]
 fn compare_and_set_dirty<'a>(
     env: Env<'a>,
     store: ResourceArc<StoreResource>,
@@ -631,16 +724,29 @@ fn compare_and_set_dirty<'a>(
         key,
         expected,
         new,
-        Budget::unlimited(),
+        Sched::Dirty,
     )
 }
 
-/// `:ok`, or `{:error, %LiteStash.Error{}}`.
-fn ok_or_error(env: Env, attempt: Result<(), Error>) -> Term {
-    match attempt {
-        Ok(()) => atom::ok().encode(env),
-        Err(e) => error_tuple(env, &e),
-    }
+/// A write of one key with nothing to convert (`delete`, `incr`).
+fn keyed<'a>(
+    env: Env<'a>,
+    store: &Store,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    sched: Sched,
+    submit: impl FnOnce(&Store, &[u8], Reply) -> Result<(), Error>,
+) -> NifResult<Term<'a>> {
+    guard(env, || {
+        if sched.prefers_dirty(store, key.as_slice()) {
+            return Ok(reschedule().encode(env));
+        }
+        let (reply, slot) = reply_to(env, reference, sched == Sched::Dirty);
+        Ok(handed_over(
+            env,
+            submit(store, key.as_slice(), reply).map(|()| slot),
+        ))
+    })
 }
 
 #[rustler::nif]
@@ -651,12 +757,15 @@ fn expire<'a>(
     key: Binary<'a>,
     ttl_ms: Option<u64>,
 ) -> NifResult<Term<'a>> {
+    // Rare enough to always go through the writer thread.
     guard(env, || {
-        Ok(ok_or_error(
+        let (reply, slot) = reply_to(env, reference, false);
+        Ok(handed_over(
             env,
             store
                 .store
-                .expire_async(key.as_slice(), ttl_ms, reply_to(env, reference)),
+                .expire_async(key.as_slice(), ttl_ms, reply)
+                .map(|()| slot),
         ))
     })
 }
@@ -669,14 +778,32 @@ fn incr<'a>(
     key: Binary<'a>,
     by: i64,
 ) -> NifResult<Term<'a>> {
-    guard(env, || {
-        Ok(ok_or_error(
-            env,
-            store
-                .store
-                .incr_async(key.as_slice(), by, reply_to(env, reference)),
-        ))
-    })
+    keyed(
+        env,
+        &store.store,
+        reference,
+        key,
+        Sched::Normal,
+        |s, k, r| s.incr_async(k, by, r),
+    )
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn incr_dirty<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+    by: i64,
+) -> NifResult<Term<'a>> {
+    keyed(
+        env,
+        &store.store,
+        reference,
+        key,
+        Sched::Dirty,
+        |s, k, r| s.incr_async(k, by, r),
+    )
 }
 
 #[rustler::nif]
@@ -686,9 +813,10 @@ fn compact<'a>(
     reference: Term<'a>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(ok_or_error(
+        let (reply, slot) = reply_to(env, reference, false);
+        Ok(handed_over(
             env,
-            store.store.compact_async(reply_to(env, reference)),
+            store.store.compact_async(reply).map(|()| slot),
         ))
     })
 }
@@ -698,11 +826,11 @@ fn put_many<'a>(
     store: &Store,
     reference: Term<'a>,
     pairs: Vec<(Binary<'a>, Term<'a>)>,
-    budget: Budget,
+    sched: Sched,
 ) -> NifResult<Term<'a>> {
     queue(
         env,
-        budget,
+        sched,
         |budget| pairs.iter().map(|(_, v)| to_value(*v, budget)).collect(),
         |values| {
             let refs: Vec<(&[u8], &Value)> = pairs
@@ -710,7 +838,9 @@ fn put_many<'a>(
                 .zip(values)
                 .map(|((k, _), v)| (k.as_slice(), v))
                 .collect();
-            store.set_many_async(&refs, reply_to(env, reference))
+            // Several shards' writes: always through the writer threads.
+            let (reply, slot) = reply_to(env, reference, false);
+            store.set_many_async(&refs, reply).map(|()| slot)
         },
     )
 }
@@ -722,7 +852,7 @@ fn set_many<'a>(
     reference: Term<'a>,
     pairs: Vec<(Binary<'a>, Term<'a>)>,
 ) -> NifResult<Term<'a>> {
-    put_many(env, &store.store, reference, pairs, Budget::normal())
+    put_many(env, &store.store, reference, pairs, Sched::Normal)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -732,7 +862,7 @@ fn set_many_dirty<'a>(
     reference: Term<'a>,
     pairs: Vec<(Binary<'a>, Term<'a>)>,
 ) -> NifResult<Term<'a>> {
-    put_many(env, &store.store, reference, pairs, Budget::unlimited())
+    put_many(env, &store.store, reference, pairs, Sched::Dirty)
 }
 
 #[rustler::nif]
@@ -742,14 +872,31 @@ fn delete<'a>(
     reference: Term<'a>,
     key: Binary<'a>,
 ) -> NifResult<Term<'a>> {
-    guard(env, || {
-        Ok(ok_or_error(
-            env,
-            store
-                .store
-                .delete_async(key.as_slice(), reply_to(env, reference)),
-        ))
-    })
+    keyed(
+        env,
+        &store.store,
+        reference,
+        key,
+        Sched::Normal,
+        |s, k, r| s.delete_async(k, r),
+    )
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn delete_dirty<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreResource>,
+    reference: Term<'a>,
+    key: Binary<'a>,
+) -> NifResult<Term<'a>> {
+    keyed(
+        env,
+        &store.store,
+        reference,
+        key,
+        Sched::Dirty,
+        |s, k, r| s.delete_async(k, r),
+    )
 }
 
 #[rustler::nif]
@@ -759,9 +906,10 @@ fn clear<'a>(
     reference: Term<'a>,
 ) -> NifResult<Term<'a>> {
     guard(env, || {
-        Ok(ok_or_error(
+        let (reply, slot) = reply_to(env, reference, false);
+        Ok(handed_over(
             env,
-            store.store.clear_async(reply_to(env, reference)),
+            store.store.clear_async(reply).map(|()| slot),
         ))
     })
 }
@@ -866,17 +1014,20 @@ fn set_event_receiver(
                 } => (sweep(), shard, deleted, duration),
                 _ => return,
             };
-            let mut owned = OwnedEnv::new();
-            let _ = owned.send_and_clear(&pid, |env| {
-                let name = litestash_core::SHARDS.get(shard).copied().unwrap_or("");
-                (
-                    litestash_event(),
-                    kind,
-                    name,
-                    count,
-                    duration.as_micros() as u64,
-                )
-                    .encode(env)
+            // An inline commit reports from a dirty scheduler thread.
+            off_scheduler(move || {
+                let mut owned = OwnedEnv::new();
+                let _ = owned.send_and_clear(&pid, |env| {
+                    let name = litestash_core::SHARDS.get(shard).copied().unwrap_or("");
+                    (
+                        litestash_event(),
+                        kind,
+                        name,
+                        count,
+                        duration.as_micros() as u64,
+                    )
+                        .encode(env)
+                });
             });
         });
         store.store.set_event_hook(Some(hook));

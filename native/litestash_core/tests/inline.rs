@@ -1,0 +1,109 @@
+//! Inline commits: a write whose reply allows it commits on the calling
+//! thread when its shard's writer is idle, and the writer thread still does
+//! the checkpoints.
+
+use litestash_core::{Options, Outcome, Reply, Result, Store, Value, SHARDS};
+use std::sync::mpsc;
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+/// A reply that reports the thread it was answered on.
+fn traced(tx: &mpsc::Sender<(ThreadId, Result<Outcome>)>) -> Reply {
+    let tx = tx.clone();
+    Reply::new(move |result| {
+        let _ = tx.send((thread::current().id(), result));
+    })
+}
+
+#[test]
+fn an_inline_write_to_an_idle_shard_is_answered_before_the_call_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    assert!(store.would_commit_inline(b"k"));
+
+    store
+        .set_async(b"k", &Value::Int(1), None, traced(&tx).inline())
+        .unwrap();
+    let (thread, result) = rx.try_recv().expect("answered before set_async returned");
+    assert_eq!(thread, thread::current().id());
+    assert_eq!(result.unwrap(), Outcome::Done);
+
+    store.incr_async(b"n", 2, traced(&tx).inline()).unwrap();
+    let (thread, result) = rx.try_recv().expect("answered before incr_async returned");
+    assert_eq!(thread, thread::current().id());
+    assert_eq!(result.unwrap(), Outcome::Integer(2));
+
+    // Without the permission, the writer thread commits and answers.
+    store
+        .set_async(b"k", &Value::Int(2), None, traced(&tx))
+        .unwrap();
+    let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(thread, thread::current().id());
+    result.unwrap();
+    assert_eq!(store.get(b"k").unwrap(), Some(Value::Int(2)));
+    store.close();
+
+    // Inline writes are committed like any other.
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert_eq!(store.get(b"n").unwrap(), Some(Value::Int(2)));
+    store.close();
+}
+
+#[test]
+fn with_inline_commits_off_every_write_goes_through_the_writer_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        inline_commits: 0,
+        ..Options::default()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let (tx, rx) = mpsc::channel();
+    assert!(!store.would_commit_inline(b"k"));
+
+    store
+        .set_async(b"k", &Value::Int(1), None, traced(&tx).inline())
+        .unwrap();
+    let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(thread, thread::current().id());
+    result.unwrap();
+    store.close();
+}
+
+#[test]
+fn inline_writes_alone_still_get_their_wal_checkpointed() {
+    // The writer thread's own timer is an hour away: only the wake-up an
+    // inline commit sends past the threshold can checkpoint the WAL.
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        checkpoint_pages: 64,
+        sweep_interval: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let value = Value::Str("x".repeat(1024));
+    let mut largest = 0;
+    for i in 0..4000 {
+        store.set(format!("k{i}").as_bytes(), &value).unwrap();
+        if i % 100 == 99 {
+            largest = largest.max(largest_wal(tmp.path()));
+        }
+    }
+    // 4,000 commits of about 3 pages each would leave ~750 pages per WAL;
+    // checkpointed every 64 pages, a WAL is reused from its start.
+    assert!(
+        largest < 200 * 4120,
+        "largest WAL {largest} bytes: the WAL was not checkpointed"
+    );
+    assert_eq!(store.count("").unwrap(), 4000);
+    store.close();
+}
+
+fn largest_wal(dir: &std::path::Path) -> u64 {
+    SHARDS
+        .iter()
+        .filter_map(|shard| std::fs::metadata(dir.join(shard).join(format!("{shard}.db-wal"))).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
