@@ -4,7 +4,7 @@
 
 use litestash_core::{deeper, Error, ErrorKind, Value, MAX_DEPTH, MAX_VALUE_BYTES};
 use rustler::types::atom;
-use rustler::{Atom, Binary, Encoder, Env, MapIterator, OwnedBinary, Term, TermType};
+use rustler::{Atom, Binary, Encoder, Env, MapIterator, NewBinary, Term, TermType};
 use std::collections::HashSet;
 
 /// Why a term was not converted.
@@ -253,5 +253,9 @@ fn internal(_: rustler::Error) -> Error {
 }
 
 pub fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Result<Term<'a>, Error> {
-    Ok(OwnedBinary::from_slice(bytes).release(env).encode(env))
+    // Up to 64 bytes this is a heap binary: no reference-counted allocation
+    // for the short strings most values are made of.
+    let mut binary = NewBinary::new(env, bytes.len());
+    binary.as_mut_slice().copy_from_slice(bytes);
+    Ok(binary.into())
 }
