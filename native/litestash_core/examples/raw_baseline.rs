@@ -26,6 +26,10 @@
 //! * `W1`: N sequential new keys, one transaction per write (autocommit).
 //! * `W1x1000`: N sequential new keys, 1,000 writes per transaction (rows
 //!   buffered per shard file, each buffer committed when it holds 1,000).
+//! * `W1x4`: the same with 4 writes per transaction: the most that 64
+//!   callers, each waiting for its write, can share over 16 files (64 / 16),
+//!   so the ceiling of any store that acknowledges each write after its
+//!   commit under the benchmark's W3.
 //! * `W2`: a point read of each of the N keys in random order, value decoded.
 
 use litestash_core::{
@@ -36,8 +40,6 @@ use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-const BATCH: usize = 1000;
 
 fn upsert_sql(table: &str) -> String {
     format!(
@@ -218,16 +220,17 @@ fn commit_rows(shards: &Shards, shard: usize, rows: &mut Vec<Row>) -> Result<(),
     Ok(())
 }
 
-/// W1x1000: rows buffered per shard file, 1,000 to a transaction.
-fn write_batched(shards: &Shards, n: usize) -> Result<Report, Fail> {
+/// W1x1000 and W1x4: rows buffered per shard file, `batch` to a
+/// transaction.
+fn write_batched(shards: &Shards, n: usize, batch: usize) -> Result<Report, Fail> {
     let mut pending: Vec<Vec<Row>> = (0..SHARD_COUNT)
-        .map(|_| Vec::with_capacity(BATCH))
+        .map(|_| Vec::with_capacity(batch))
         .collect();
     let start = Instant::now();
     for i in 1..=n as u64 {
         let (shard, row) = row(i)?;
         pending[shard].push(row);
-        if pending[shard].len() == BATCH {
+        if pending[shard].len() == batch {
             commit_rows(shards, shard, &mut pending[shard])?;
         }
     }
@@ -237,7 +240,7 @@ fn write_batched(shards: &Shards, n: usize) -> Result<Report, Fail> {
         }
     }
     Ok(Report {
-        name: "W1x1000",
+        name: if batch == 4 { "W1x4" } else { "W1x1000" },
         n,
         seconds: start.elapsed().as_secs_f64(),
         latencies_ns: Vec::new(),
@@ -287,14 +290,14 @@ fn read_random(shards: &Shards, n: usize) -> Result<Report, Fail> {
     })
 }
 
-/// The command line: `--n N`, `--workload all|w1|w2|w1x1000`, `--dir DIR`.
+/// The command line: `--n N`, `--workload all|w1|w2|w1x1000|w1x4`, `--dir DIR`.
 struct Args {
     n: usize,
     workload: String,
     dir: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: raw_baseline [--n N] [--workload all|w1|w2|w1x1000] [--dir DIR]";
+const USAGE: &str = "usage: raw_baseline [--n N] [--workload all|w1|w2|w1x1000|w1x4] [--dir DIR]";
 
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
@@ -326,7 +329,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--workload" => {
                 let v = value()?;
-                if !["all", "w1", "w2", "w1x1000"].contains(&v.as_str()) {
+                if !["all", "w1", "w2", "w1x1000", "w1x4"].contains(&v.as_str()) {
                     return Err(format!("unknown workload {v:?}; {USAGE}"));
                 }
                 parsed.workload = v;
@@ -352,7 +355,8 @@ fn run_one(workload: &str, dir: &Path, n: usize) -> Result<(), Fail> {
     match workload {
         "w1" => write_one_per_commit(&shards, n)?.print(),
         "w2" => read_random(&shards, n)?.print(),
-        _ => write_batched(&shards, n)?.print(),
+        "w1x4" => write_batched(&shards, n, 4)?.print(),
+        _ => write_batched(&shards, n, 1000)?.print(),
     }
     Ok(())
 }
@@ -376,8 +380,10 @@ fn run(args: &Args) -> Result<(), Fail> {
     drop(shards);
     drop(one);
 
-    let batched = tempfile::tempdir()?;
-    write_batched(&open(batched.path())?, args.n)?.print();
+    for batch in [1000, 4] {
+        let batched = tempfile::tempdir()?;
+        write_batched(&open(batched.path())?, args.n, batch)?.print();
+    }
     Ok(())
 }
 

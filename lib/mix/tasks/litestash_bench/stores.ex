@@ -8,6 +8,9 @@ defmodule LiteStash.Bench.Store do
 
     * `LiteStash` - `LiteStash.set/3` (returns once committed) and
       `LiteStash.get/2`.
+    * `LS queued` - the same with `inline_commits: 0`: every write goes
+      through its shard's writer thread, even when nothing else is queued,
+      which shows what committing a lone write inline saves.
     * `ETS` - a `:public` set with read and write concurrency: the in-memory
       upper bound, nothing reaches the disk.
     * `DETS` - `:dets.insert/2` and `:dets.lookup/2` on a `:set` file. DETS
@@ -44,6 +47,7 @@ defmodule LiteStash.Bench.Store do
   def all,
     do: [
       LiteStash.Bench.Store.LiteStash,
+      LiteStash.Bench.Store.LiteStashQueued,
       LiteStash.Bench.Store.ETS,
       LiteStash.Bench.Store.DETS,
       LiteStash.Bench.Store.Mnesia
@@ -60,17 +64,20 @@ defmodule LiteStash.Bench.Store.LiteStash do
   def label, do: "LiteStash"
 
   @impl true
-  def open(dir, opts) do
+  def open(dir, opts), do: start(dir, @name, opts)
+
+  @doc false
+  @spec start(Path.t(), atom(), keyword()) :: atom()
+  def start(dir, name, opts) do
     {:ok, pid} =
       LiteStash.start_link(
-        data_dir: dir,
-        name: @name,
-        synchronous: Keyword.get(opts, :synchronous, :normal)
+        [data_dir: dir, name: name, synchronous: Keyword.get(opts, :synchronous, :normal)] ++
+          Keyword.take(opts, [:inline_commits])
       )
 
     # The bench process must outlive a store that is stopped on purpose.
     Process.unlink(pid)
-    @name
+    name
   end
 
   @impl true
@@ -86,6 +93,32 @@ defmodule LiteStash.Bench.Store.LiteStash do
 
   @impl true
   def close(name), do: LiteStash.stop(name)
+end
+
+defmodule LiteStash.Bench.Store.LiteStashQueued do
+  @moduledoc """
+  The `LiteStash.Bench.Store` adapter of LiteStash with `inline_commits: 0`:
+  every write is queued to its shard's writer thread.
+  """
+  @behaviour LiteStash.Bench.Store
+
+  alias LiteStash.Bench.Store.LiteStash, as: Adapter
+
+  @impl true
+  def label, do: "LS queued"
+
+  @impl true
+  def open(dir, opts),
+    do: Adapter.start(dir, :litestash_bench_queued, [inline_commits: 0] ++ opts)
+
+  @impl true
+  defdelegate put(name, key, value), to: Adapter
+
+  @impl true
+  defdelegate fetch(name, key), to: Adapter
+
+  @impl true
+  defdelegate close(name), to: Adapter
 end
 
 defmodule LiteStash.Bench.Store.ETS do
