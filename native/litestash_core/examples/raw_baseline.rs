@@ -13,6 +13,9 @@
 //! cargo run --release -p litestash_core --example raw_baseline -- --n 100000 --workload w1 --dir /tmp/raw
 //! ```
 //!
+//! `--synchronous full` sets `PRAGMA synchronous = FULL` on the
+//! connections (the default is LiteStash's default, `NORMAL`).
+//!
 //! With `--workload`, one workload runs on `--dir` (a fresh temporary dir
 //! when not given), so that a caller can interleave the raw workloads with
 //! its own; `w2` reads the keys a `w1` with the same `--n` wrote there.
@@ -103,17 +106,17 @@ fn sql(make: fn(&str) -> String) -> Vec<Vec<String>> {
 
 /// Opens every shard with the pragmas LiteStash sets. The WAL is left to
 /// SQLite's own autocheckpoint, as a plain SQLite user would have it.
-fn connect(dir: &Path) -> Result<Shards, Fail> {
+fn connect(dir: &Path, sync: Synchronous) -> Result<Shards, Fail> {
     Ok(Shards {
-        conns: connections(dir)?,
+        conns: connections(dir, sync)?,
         upsert: sql(upsert_sql),
         select: sql(select_sql),
     })
 }
 
-fn connections(dir: &Path) -> Result<Vec<Connection>, Fail> {
+fn connections(dir: &Path, sync: Synchronous) -> Result<Vec<Connection>, Fail> {
     let options = Options::default();
-    let sync = match options.synchronous {
+    let sync = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
@@ -290,9 +293,11 @@ fn read_random(shards: &Shards, n: usize) -> Result<Report, Fail> {
     })
 }
 
-/// The command line: `--n N`, `--workload all|w1|w2|w1x1000|w1x4`, `--dir DIR`.
+/// The command line: `--n N`, `--workload all|w1|w2|w1x1000|w1x4`,
+/// `--synchronous normal|full` (default: LiteStash's default), `--dir DIR`.
 struct Args {
     n: usize,
+    sync: Synchronous,
     workload: String,
     dir: Option<PathBuf>,
 }
@@ -302,6 +307,7 @@ const USAGE: &str = "usage: raw_baseline [--n N] [--workload all|w1|w2|w1x1000|w
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
         n: 100_000,
+        sync: Options::default().synchronous,
         workload: "all".into(),
         dir: None,
     };
@@ -335,6 +341,13 @@ fn parse_args() -> Result<Args, String> {
                 parsed.workload = v;
             }
             "--dir" => parsed.dir = Some(PathBuf::from(value()?)),
+            "--synchronous" => {
+                parsed.sync = match value()?.as_str() {
+                    "normal" => Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    other => return Err(format!("--synchronous is normal or full, got {other:?}")),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
@@ -343,15 +356,15 @@ fn parse_args() -> Result<Args, String> {
 
 /// The files in `dir` (created as LiteStash creates them when missing),
 /// opened for the raw workloads.
-fn open(dir: &Path) -> Result<Shards, Fail> {
+fn open(dir: &Path, sync: Synchronous) -> Result<Shards, Fail> {
     create_layout(dir)?;
-    connect(dir)
+    connect(dir, sync)
 }
 
 /// Runs one workload on `dir`; `w2` reads what a `w1` on the same dir and
 /// `n` wrote.
-fn run_one(workload: &str, dir: &Path, n: usize) -> Result<(), Fail> {
-    let shards = open(dir)?;
+fn run_one(workload: &str, dir: &Path, n: usize, sync: Synchronous) -> Result<(), Fail> {
+    let shards = open(dir, sync)?;
     match workload {
         "w1" => write_one_per_commit(&shards, n)?.print(),
         "w2" => read_random(&shards, n)?.print(),
@@ -371,10 +384,10 @@ fn run(args: &Args) -> Result<(), Fail> {
                 temp.path()
             }
         };
-        return run_one(&args.workload, dir, args.n);
+        return run_one(&args.workload, dir, args.n, args.sync);
     }
     let one = tempfile::tempdir()?;
-    let shards = open(one.path())?;
+    let shards = open(one.path(), args.sync)?;
     write_one_per_commit(&shards, args.n)?.print();
     read_random(&shards, args.n)?.print();
     drop(shards);
@@ -382,7 +395,7 @@ fn run(args: &Args) -> Result<(), Fail> {
 
     for batch in [1000, 4] {
         let batched = tempfile::tempdir()?;
-        write_batched(&open(batched.path())?, args.n, batch)?.print();
+        write_batched(&open(batched.path(), args.sync)?, args.n, batch)?.print();
     }
     Ok(())
 }

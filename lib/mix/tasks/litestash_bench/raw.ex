@@ -34,15 +34,18 @@ defmodule LiteStash.Bench.Raw do
   Runs `cargo run --release -p litestash_core --example raw_baseline -- --n n`
   and returns its results. With `workload` (`"w1"`, `"w2"` or `"w1x1000"`)
   only that workload runs, on `dir`: a `"w2"` reads what a `"w1"` with the
-  same `n` wrote to the same `dir`. Raises `Mix.Error` when it fails.
+  same `n` wrote to the same `dir`. `synchronous` (`:normal` or `:full`)
+  sets the connections' `PRAGMA synchronous`; by default LiteStash's
+  default. Raises `Mix.Error` when it fails.
   """
-  @spec run!(pos_integer(), String.t(), Path.t() | nil) :: results()
-  def run!(n, workload \\ "all", dir \\ nil) do
+  @spec run!(pos_integer(), String.t(), Path.t() | nil, :normal | :full | nil) :: results()
+  def run!(n, workload \\ "all", dir \\ nil, synchronous \\ nil) do
     dir_args = if dir, do: ["--dir", dir], else: []
+    sync_args = if synchronous, do: ["--synchronous", Atom.to_string(synchronous)], else: []
 
     args =
       ["run", "--quiet" | @args] ++
-        ["--", "--n", Integer.to_string(n), "--workload", workload | dir_args]
+        ["--", "--n", Integer.to_string(n), "--workload", workload | dir_args ++ sync_args]
 
     case System.cmd(cargo!(), args, cd: root()) do
       {output, 0} -> parse(output)
