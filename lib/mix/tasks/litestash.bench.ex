@@ -40,7 +40,7 @@ defmodule Mix.Tasks.Litestash.Bench do
   (see `LiteStash.Bench.Maintenance`): W1/W2 with half of the keys carrying
   a one-hour TTL against none, and with a `:telemetry` module loaded (no
   handler) against none, both on fresh stores in interleaved rounds
-  (`--overhead-n` keys, best of 2 rounds each); then, on one store of
+  (`--overhead-n` keys, 4 interleaved pairs, judged by the median ratio); then, on one store of
   `--maintenance-n` keys, a walk of it with `stream/2` in a fresh process
   (that process's memory), `backup/2` while a writer writes (time and size
   of the copy), and the file and WAL bytes of `info/1` after writing, after

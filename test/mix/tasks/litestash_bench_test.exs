@@ -11,6 +11,7 @@ defmodule Mix.Tasks.Litestash.BenchTest do
   doctest Mix.Tasks.Litestash.Bench
   doctest LiteStash.Bench.Workloads
   doctest LiteStash.Bench.Raw
+  doctest LiteStash.Bench.Maintenance
 
   describe "parse_args!/1" do
     test "rejects unknown options, bad numbers and unknown stores" do
@@ -134,6 +135,8 @@ defmodule Mix.Tasks.Litestash.BenchTest do
 
       text = IO.iodata_to_binary(Maintenance.render(figures))
       assert text =~ "with a 1 h TTL"
+      assert length(figures.ttl) == 4
+      assert text =~ ~r/W1 set seq( +[\d,]+->[\d,]+){4}\n +ratios( \d+\.\d\d){4}; median \d+\.\d\dx/
       assert text =~ "after compact/1"
       # The test suite's own :telemetry stand-in is loaded, so that
       # comparison is skipped rather than deleting it.

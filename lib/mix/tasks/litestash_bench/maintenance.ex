@@ -4,8 +4,11 @@ defmodule LiteStash.Bench.Maintenance do
   alone (`mix litestash.bench --maintenance`, or `--only maintenance`):
 
     * the cost of expiry: W1/W2 with half of the keys carrying a one-hour
-      TTL against the same workload without TTLs, on fresh stores, run
-      interleaved (no TTL, TTL, no TTL, TTL) and the best of each kept;
+      TTL against the same workload without TTLs, on fresh stores, run in
+      4 interleaved pairs (no TTL, TTL, no TTL, TTL, ...); the ratio of
+      each pair, taken seconds apart, is printed and their median judged,
+      so that one disturbed round (this machine switches between speed
+      regimes for seconds at a time) does not decide;
     * `LiteStash.backup/2` of a store of `n` keys while a writer keeps
       writing: its time and the size of the copy;
     * the store's file and WAL bytes (`LiteStash.info/1`) after writing `n`
@@ -13,7 +16,7 @@ defmodule LiteStash.Bench.Maintenance do
     * the memory of a fresh process that walks the whole store with
       `LiteStash.stream/2` (`chunk_size: 500`);
     * the cost of telemetry: W1/W2 with a `:telemetry` module loaded (and no
-      handler attached) against none, interleaved the same way.
+      handler attached) against none, in interleaved pairs the same way.
 
   The `:telemetry` module is compiled at run time (the bench cannot depend
   on the hex package): its `execute/3` looks the event's handlers up in a
@@ -51,29 +54,24 @@ defmodule LiteStash.Bench.Maintenance do
 
   ## TTL and telemetry: W1/W2, A B A B on fresh stores
 
-  # Runs W1/W2 without and with the variant, twice, alternating, and keeps
-  # the round with the most ops/s of each workload.
+  @pairs 4
+
+  # Runs W1/W2 without and with the variant, @pairs times, alternating;
+  # keeps every pair.
   defp compare(n, variant) do
     if variant == :telemetry and Code.ensure_loaded?(:telemetry) do
       :already_loaded
     else
-      rounds =
-        for round <- 1..2, on? <- [false, true] do
-          progress("#{variant} #{if on?, do: "on", else: "off"}, W1/W2 of #{n} keys (#{round}/2)")
-          {on?, variant_round(n, variant, on?)}
+      for pair <- 1..@pairs do
+        for on? <- [false, true], into: %{} do
+          progress(
+            "#{variant} #{if on?, do: "on", else: "off"}, W1/W2 of #{n} keys (#{pair}/#{@pairs})"
+          )
+
+          {if(on?, do: :on, else: :off), variant_round(n, variant, on?)}
         end
-
-      %{off: best_of(rounds, false), on: best_of(rounds, true)}
+      end
     end
-  end
-
-  defp best_of(rounds, on?) do
-    runs = for {^on?, run} <- rounds, do: run
-
-    %{
-      w1: Enum.max_by(Enum.map(runs, & &1.w1), & &1.ops_per_sec),
-      w2: Enum.max_by(Enum.map(runs, & &1.w2), & &1.ops_per_sec)
-    }
   end
 
   defp variant_round(n, :ttl, ttl?) do
@@ -372,27 +370,52 @@ defmodule LiteStash.Bench.Maintenance do
     "#{title}: not measured, a :telemetry module was already loaded\n"
   end
 
-  defp overhead(title, label, %{off: off, on: on}, n, goal) do
+  defp overhead(title, label, pairs, n, goal) when is_list(pairs) do
     [
-      "#{title}, n = #{int(n)}, best of 2 interleaved rounds:\n",
+      "#{title}, n = #{int(n)}, #{length(pairs)} interleaved pairs (ops/s without -> with #{label}):\n",
       for {workload, key} <- [{"W1 set seq", :w1}, {"W2 get random", :w2}] do
-        a = on[key].ops_per_sec
-        b = off[key].ops_per_sec
+        ratios = Enum.map(pairs, &(&1.on[key].ops_per_sec / &1.off[key].ops_per_sec))
+        median = median(ratios)
 
-        :io_lib.format(
-          "  ~-14s without ~10s ops/s  with ~s ~10s ops/s  ~5.2fx (target >= ~.2fx)  ~s~n",
-          [
-            workload,
-            int(b),
-            label,
-            int(a),
-            a / b,
+        [
+          :io_lib.format("  ~-14s", [workload]),
+          Enum.map(pairs, fn pair ->
+            :io_lib.format(" ~s->~s", [
+              int(pair.off[key].ops_per_sec),
+              int(pair.on[key].ops_per_sec)
+            ])
+          end),
+          "\n",
+          :io_lib.format("  ~-14s ratios ~s; median ~.2fx (target >= ~.2fx)  ~s~n", [
+            "",
+            Enum.map_join(ratios, " ", &:erlang.float_to_binary(&1, decimals: 2)),
+            median,
             goal,
-            verdict(a / b >= goal)
-          ]
-        )
+            verdict(median >= goal)
+          ])
+        ]
       end
     ]
+  end
+
+  @doc """
+  The median of a non-empty list of numbers (the mean of the middle two
+  when the count is even).
+
+      iex> LiteStash.Bench.Maintenance.median([0.5, 0.25, 2.0, 1.0])
+      0.75
+      iex> LiteStash.Bench.Maintenance.median([3, 1, 2])
+      2
+  """
+  @spec median([number(), ...]) :: number()
+  def median(numbers) do
+    sorted = Enum.sort(numbers)
+    count = length(sorted)
+    middle = div(count, 2)
+
+    if rem(count, 2) == 1,
+      do: Enum.at(sorted, middle),
+      else: (Enum.at(sorted, middle - 1) + Enum.at(sorted, middle)) / 2
   end
 
   defp store_lines(%{n: n, store: s}) do
