@@ -75,7 +75,10 @@ defmodule LiteStash do
       idle (nothing queued, no transaction running) commits right there,
       sparing a lone writer the hand-off to the writer thread and back; as
       soon as writes queue up, the writer thread batches them. `0` sends
-      every write through the writer threads. Default `4`.
+      every write through the writer threads. Default `1`: one lone
+      writer is served at a time (more take dirty IO schedulers from reads
+      and, on few cores, CPU from the schedulers); the count is shared by
+      every store of the VM.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -134,7 +137,7 @@ defmodule LiteStash do
     busy_timeout: 30_000,
     max_page_count: nil,
     sweep_interval: 1_000,
-    inline_commits: 4
+    inline_commits: 1
   ]
 
   @doc """

@@ -6,9 +6,8 @@ use crate::key::{Key, SHARD_COUNT};
 use crate::shard::ShardFile;
 use crate::shard::EXPIRY_ANY_DUE;
 use crate::writer::{
-    self, now_ms, Engine, EventHook, HookSlot, Job, Message, Op, Outcome, Reply, Row, Target,
+    self, now_ms, Engine, EventHook, HookSlot, Job, Op, Outcome, Queue, Reply, Row, Target,
 };
-use crossbeam_channel::Sender;
 use once_cell::sync::Lazy;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -60,8 +59,8 @@ pub struct Options {
     /// full disk. `None` in production.
     pub max_page_count: Option<i64>,
     /// Most writes committing inline (on their callers' threads, see
-    /// [`Reply::inline`]) at once; 0 sends every write through the writer
-    /// threads.
+    /// [`Reply::inline`]) at once, counted over every store of the process;
+    /// 0 sends every write through the writer threads.
     pub inline_commits: usize,
 }
 
@@ -81,7 +80,7 @@ impl Default for Options {
             sweep_interval: Duration::from_secs(1),
             sweep_batch: 500,
             max_page_count: None,
-            inline_commits: 4,
+            inline_commits: 1,
         }
     }
 }
@@ -132,7 +131,7 @@ fn release(dir: &Path) {
 enum Shard {
     Ready {
         file: Arc<ShardFile>,
-        writer: Sender<Message>,
+        writer: Arc<Queue>,
         engine: Engine,
         readers: Mutex<Vec<Connection>>,
     },
@@ -161,9 +160,11 @@ pub struct Store {
     released: AtomicBool,
     writers: Mutex<Vec<JoinHandle<()>>>,
     hook: HookSlot,
-    /// Writes committing inline right now.
-    inline: AtomicUsize,
 }
+
+/// Writes committing inline right now, in every store of the process: the
+/// dirty IO schedulers they occupy are shared by all stores.
+static INLINE: AtomicUsize = AtomicUsize::new(0);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,7 +212,6 @@ impl Store {
             released: AtomicBool::new(false),
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
-            inline: AtomicUsize::new(0),
         };
         for index in 0..SHARD_COUNT {
             // On an error, dropping `store` stops the writers started so far
@@ -591,25 +591,22 @@ impl Store {
                 Some(back) => job = back,
             }
         }
-        writer
-            .send(Message::Job(job))
-            .map_err(|crossbeam_channel::SendError(msg)| {
-                if let Message::Job(job) = msg {
-                    job.reply.defuse();
-                }
-                Error::closed()
-            })
+        if writer.send(job) {
+            Ok(())
+        } else {
+            Err(Error::closed())
+        }
     }
 
     /// Commits `job` on this thread if an inline slot is free and the
     /// shard's writer is idle; gives it back (`Some`) otherwise.
-    fn commit_inline(&self, engine: &Engine, writer: &Sender<Message>, job: Job) -> Option<Job> {
-        if self.inline.fetch_add(1, Ordering::AcqRel) >= self.options.inline_commits {
-            self.inline.fetch_sub(1, Ordering::AcqRel);
+    fn commit_inline(&self, engine: &Engine, queue: &Queue, job: Job) -> Option<Job> {
+        if INLINE.fetch_add(1, Ordering::AcqRel) >= self.options.inline_commits {
+            INLINE.fetch_sub(1, Ordering::AcqRel);
             return Some(job);
         }
-        let done = writer::commit_inline(engine, writer, job);
-        self.inline.fetch_sub(1, Ordering::AcqRel);
+        let done = writer::commit_inline(engine, queue, job);
+        INLINE.fetch_sub(1, Ordering::AcqRel);
         done
     }
 
@@ -618,7 +615,7 @@ impl Store {
     /// the key's shard and its writer is not in a transaction. A hint for
     /// choosing the thread to call from; the state can change at once.
     pub fn would_commit_inline(&self, key: &[u8]) -> bool {
-        if self.is_closed() || self.inline.load(Ordering::Acquire) >= self.options.inline_commits {
+        if self.is_closed() || INLINE.load(Ordering::Acquire) >= self.options.inline_commits {
             return false;
         }
         let Ok(text) = crate::key::validate(key) else {
@@ -824,6 +821,22 @@ impl Store {
         });
     }
 
+    /// Test hook: the next write applied on `key`'s shard panics inside its
+    /// transaction, as a bug would.
+    #[doc(hidden)]
+    pub fn panic_in_next_write_for_test(&self, key: &[u8]) -> Result<()> {
+        let key = Key::new(key)?;
+        match &self.shards[key.route.shard] {
+            Shard::Ready { engine, .. } => {
+                if let Some(writer) = lock(engine).as_mut() {
+                    writer.panic_next = true;
+                }
+                Ok(())
+            }
+            Shard::Broken(e) => Err(e.clone()),
+        }
+    }
+
     /// Writes `value` under `key` and waits for the commit.
     ///
     /// # Errors
@@ -890,7 +903,7 @@ impl Store {
         mark_closing(&self.dir);
         for shard in &self.shards {
             if let Shard::Ready { writer, .. } = shard {
-                let _ = writer.send(Message::Shutdown);
+                writer.shutdown();
             }
         }
     }

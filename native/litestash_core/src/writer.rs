@@ -11,7 +11,7 @@ use crate::store::Options;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,8 +53,9 @@ impl Reply {
     /// writer is idle (nothing queued, no transaction running): a lone
     /// writer then skips the hand-off to the writer thread and back. The
     /// reply is answered on the calling thread before the `*_async` call
-    /// returns. Only for threads that may block on the disk (never a BEAM
-    /// normal scheduler).
+    /// returns, while the shard's writer is locked: the callback must not
+    /// write to the store or close it. Only for threads that may block on
+    /// the disk (never a BEAM normal scheduler).
     pub fn inline(mut self) -> Reply {
         self.inline = true;
         self
@@ -186,7 +187,9 @@ pub enum Event {
     },
 }
 
-/// Receives the writers' [`Event`]s, on the writer threads.
+/// Receives the writers' [`Event`]s: on the writer threads, or on the
+/// thread of a caller whose write committed inline. It runs while the
+/// shard's writer is locked, so it must not write to the store or close it.
 pub type EventHook = Arc<dyn Fn(Event) + Send + Sync>;
 
 /// Where the writers find the current hook (set after the store opens).
@@ -204,6 +207,53 @@ pub(crate) enum Message {
     Wake,
     /// Commit everything queued so far, then stop.
     Shutdown,
+}
+
+/// The way into a shard's writer: its channel, and how many jobs are
+/// queued or being committed by the writer thread (the channel alone does
+/// not say: the thread takes a job off it before it has the lock, and an
+/// inline commit must not overtake that job).
+pub(crate) struct Queue {
+    tx: Sender<Message>,
+    pending: AtomicUsize,
+    /// A `Wake` is on its way and the writer has not yet run its
+    /// background work: no need for another.
+    wake_sent: AtomicBool,
+}
+
+impl Queue {
+    /// Queues `job`; `false` (with the reply defused) when the writer has
+    /// stopped.
+    pub(crate) fn send(&self, job: Job) -> bool {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        match self.tx.send(Message::Job(job)) {
+            Ok(()) => true,
+            Err(crossbeam_channel::SendError(message)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let Message::Job(job) = message {
+                    job.reply.defuse();
+                }
+                false
+            }
+        }
+    }
+
+    /// Tells the writer to commit what is queued, then stop.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.tx.send(Message::Shutdown);
+    }
+
+    /// Asks the writer thread for its background work (a checkpoint).
+    fn wake(&self) {
+        if !self.wake_sent.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Message::Wake);
+        }
+    }
+
+    /// No job is queued or being committed by the writer thread.
+    fn is_quiet(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
 }
 
 /// How long a checkpoint waits for readers before giving up for now.
@@ -227,8 +277,13 @@ pub(crate) fn spawn(
     mut conn: Connection,
     options: &Options,
     hook: HookSlot,
-) -> Result<(Sender<Message>, Engine, std::thread::JoinHandle<()>)> {
+) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
+    let queue = Arc::new(Queue {
+        tx,
+        pending: AtomicUsize::new(0),
+        wake_sent: AtomicBool::new(false),
+    });
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
     conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
@@ -246,25 +301,29 @@ pub(crate) fn spawn(
         truncate_pages: options.truncate_pages,
         sweep_every: options.sweep_interval,
         sweep_batch: options.sweep_batch.max(1),
-        next_sweep: Instant::now(),
+        // Not at once: a fresh store's writer is idle for inline commits,
+        // and reads hide expired keys whether swept or not.
+        next_sweep: Instant::now() + options.sweep_interval,
         next_truncate: Instant::now(),
         busy_timeout: options.busy_timeout,
         compacting: Vec::new(),
         hook,
+        panic_next: false,
     };
     let name = format!("litestash {}", crate::key::SHARDS[writer.file.index]);
     let engine: Engine = Arc::new(Mutex::new(Some(writer)));
     let thread_engine = Arc::clone(&engine);
+    let thread_queue = Arc::clone(&queue);
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(&thread_engine, &rx))
+        .spawn(move || run(&thread_engine, &thread_queue, &rx))
         .map_err(|e| Error::io(&e, "starting a shard writer thread"))?;
-    Ok((tx, engine, handle))
+    Ok((queue, engine, handle))
 }
 
 /// The writer thread: waits for work, then takes the engine's lock, drains
 /// what is queued into one transaction and does the background work due.
-fn run(engine: &Mutex<Option<Writer>>, rx: &Receiver<Message>) {
+fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
     let mut stopping = false;
     while !stopping {
         let wait = match lock(engine).as_ref() {
@@ -285,9 +344,14 @@ fn run(engine: &Mutex<Option<Writer>>, rx: &Receiver<Message>) {
             // (behind an inline commit) join this batch.
             let (batch, stop) = writer.take_batch(first, rx);
             stopping = stop;
+            let size = batch.len();
             writer.commit_and_report(batch);
+            queue.pending.fetch_sub(size, Ordering::AcqRel);
         }
-        let _ = catch_unwind(AssertUnwindSafe(|| writer.background()));
+        queue.wake_sent.store(false, Ordering::Release);
+        if catch_unwind(AssertUnwindSafe(|| writer.background())).is_err() {
+            writer.abandon_transaction();
+        }
     }
     // Shutdown: whatever was queued before it is committed too, then the
     // connection is closed on this thread.
@@ -303,10 +367,10 @@ fn run(engine: &Mutex<Option<Writer>>, rx: &Receiver<Message>) {
 /// lock.
 pub(crate) fn commit_inline(
     engine: &Mutex<Option<Writer>>,
-    queue: &Sender<Message>,
+    queue: &Queue,
     job: Job,
 ) -> Option<Job> {
-    if !queue.is_empty() {
+    if !queue.is_quiet() {
         return Some(job);
     }
     let mut guard = match engine.try_lock() {
@@ -322,15 +386,15 @@ pub(crate) fn commit_inline(
     drop(guard);
     if due {
         // Checkpoints stay off the callers' path: the thread does it.
-        let _ = queue.send(Message::Wake);
+        queue.wake();
     }
     None
 }
 
 /// Whether a write on this shard would commit inline now. A hint: the
 /// state can change the moment after.
-pub(crate) fn is_idle(engine: &Mutex<Option<Writer>>, queue: &Sender<Message>) -> bool {
-    queue.is_empty() && !matches!(engine.try_lock(), Err(TryLockError::WouldBlock))
+pub(crate) fn is_idle(engine: &Mutex<Option<Writer>>, queue: &Queue) -> bool {
+    queue.is_quiet() && !matches!(engine.try_lock(), Err(TryLockError::WouldBlock))
 }
 
 pub(crate) struct Writer {
@@ -352,6 +416,8 @@ pub(crate) struct Writer {
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
+    /// Test hook: the next write applied panics.
+    pub(crate) panic_next: bool,
 }
 
 fn now() -> (i64, i64) {
@@ -402,7 +468,9 @@ impl Writer {
     fn commit_and_report(&mut self, batch: Vec<Job>) {
         let size = batch.len();
         let started = Instant::now();
-        let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+        if catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))).is_err() {
+            self.abandon_transaction();
+        }
         self.emit(|shard| Event::Commit {
             shard,
             batch_size: size,
@@ -422,7 +490,9 @@ impl Writer {
             .peekable();
         while rest.peek().is_some() {
             let batch: Vec<Job> = rest.by_ref().take(self.max_batch).collect();
-            let _ = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+            if catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))).is_err() {
+                self.abandon_transaction();
+            }
         }
         for reply in self.compacting.drain(..) {
             reply.send(Err(Error::new(
@@ -521,8 +591,18 @@ impl Writer {
         }
     }
 
+    /// Rolls back a transaction a caught panic left open, so that the
+    /// shard's next `BEGIN` works and other processes get the lock back.
+    fn abandon_transaction(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// Runs `f` in `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
     fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        // Whatever left a transaction open, this one starts clean.
+        self.abandon_transaction();
         self.exec("BEGIN IMMEDIATE")?;
         let result = f(self).and_then(|value| self.exec("COMMIT").map(|()| value));
         if result.is_err() && !self.conn.is_autocommit() {
@@ -599,6 +679,9 @@ impl Writer {
     }
 
     fn apply(&mut self, op: &Op) -> Result<Outcome> {
+        if std::mem::take(&mut self.panic_next) {
+            panic!("a panic injected by a test, inside a write's transaction");
+        }
         let (secs, micros) = now();
         match op {
             Op::Put(rows) => {

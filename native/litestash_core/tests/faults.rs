@@ -143,3 +143,40 @@ fn poisoned_locks_are_recovered() {
     assert_eq!(store.get(b"after").unwrap(), Some(Value::Int(2)));
     store.close();
 }
+
+#[test]
+fn a_panic_inside_a_write_fails_that_write_and_its_shard_writes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for an inline commit whatever other tests commit inline.
+    let options = Options {
+        inline_commits: 16,
+        ..Options::default()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let shard = litestash_core::SHARDS[litestash_core::route(&litestash_core::key_hash("k"))
+        .unwrap()
+        .shard];
+    let file = tmp.path().join(shard).join(format!("{shard}.db"));
+
+    // Inline (the blocking API commits on this thread when it can) and
+    // through the writer thread.
+    for inline in [true, false] {
+        store.panic_in_next_write_for_test(b"k").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply = Reply::new(move |r: Result<Outcome>| {
+            let _ = tx.send(r);
+        });
+        let reply = if inline { reply.inline() } else { reply };
+        store.set_async(b"k", &Value::Int(1), None, reply).unwrap();
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(refused.unwrap_err().kind(), ErrorKind::Internal);
+
+        // The transaction the panic left open was rolled back: the shard
+        // takes writes, and another connection can take its write lock.
+        store.set(b"k", &Value::Int(2)).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(Value::Int(2)));
+        let other = rusqlite::Connection::open(&file).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").unwrap();
+    }
+    store.close();
+}

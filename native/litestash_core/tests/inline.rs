@@ -15,10 +15,19 @@ fn traced(tx: &mpsc::Sender<(ThreadId, Result<Outcome>)>) -> Reply {
     })
 }
 
+/// Options whose inline cap other tests' inline commits (the count is
+/// process-wide) cannot use up.
+fn roomy() -> Options {
+    Options {
+        inline_commits: 16,
+        ..Options::default()
+    }
+}
+
 #[test]
 fn an_inline_write_to_an_idle_shard_is_answered_before_the_call_returns() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    let store = Store::open(tmp.path(), roomy()).unwrap();
     let (tx, rx) = mpsc::channel();
     assert!(store.would_commit_inline(b"k"));
 
@@ -45,7 +54,7 @@ fn an_inline_write_to_an_idle_shard_is_answered_before_the_call_returns() {
     store.close();
 
     // Inline writes are committed like any other.
-    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    let store = Store::open(tmp.path(), roomy()).unwrap();
     assert_eq!(store.get(b"n").unwrap(), Some(Value::Int(2)));
     store.close();
 }
@@ -78,17 +87,37 @@ fn inline_writes_alone_still_get_their_wal_checkpointed() {
     let options = Options {
         checkpoint_pages: 64,
         sweep_interval: Duration::from_secs(3600),
-        ..Options::default()
+        ..roomy()
     };
     let store = Store::open(tmp.path(), options).unwrap();
     let value = Value::Str("x".repeat(1024));
+    let (tx, rx) = mpsc::channel();
     let mut largest = 0;
+    let mut inline = 0;
     for i in 0..4000 {
-        store.set(format!("k{i}").as_bytes(), &value).unwrap();
+        store
+            .set_async(
+                format!("k{i}").as_bytes(),
+                &value,
+                None,
+                traced(&tx).inline(),
+            )
+            .unwrap();
+        let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        result.unwrap();
+        if thread == thread::current().id() {
+            inline += 1;
+        }
         if i % 100 == 99 {
             largest = largest.max(largest_wal(tmp.path()));
         }
     }
+    // Most writes committed inline (the rest queued while the writer
+    // thread checkpointed).
+    assert!(
+        inline > 2000,
+        "only {inline} of 4,000 writes committed inline"
+    );
     // 4,000 commits of about 3 pages each would leave ~750 pages per WAL;
     // checkpointed every 64 pages, a WAL is reused from its start.
     assert!(

@@ -471,8 +471,8 @@ type Slot = Arc<Mutex<Option<Result<Outcome, Error>>>>;
 
 /// Runs `work` (a send from an owned env) on a thread the VM does not
 /// manage: only such threads may send that way. From a scheduler thread
-/// (a cursor or store freed by the GC, an inline commit's event) it goes
-/// to one long-lived mailer thread.
+/// (an inline commit's telemetry event, a reply answered on a scheduler)
+/// it goes to one long-lived mailer thread.
 fn off_scheduler(work: impl FnOnce() + Send + 'static) {
     type Mail = Box<dyn FnOnce() + Send>;
     static MAILER: OnceLock<Option<mpsc::Sender<Mail>>> = OnceLock::new();

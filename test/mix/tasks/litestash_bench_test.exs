@@ -136,7 +136,10 @@ defmodule Mix.Tasks.Litestash.BenchTest do
       text = IO.iodata_to_binary(Maintenance.render(figures))
       assert text =~ "with a 1 h TTL"
       assert length(figures.ttl) == 4
-      assert text =~ ~r/W1 set seq( +[\d,]+->[\d,]+){4}\n +ratios( \d+\.\d\d){4}; median \d+\.\d\dx/
+
+      assert text =~
+               ~r/W1 set seq( +[\d,]+->[\d,]+){4}\n +ratios( \d+\.\d\d){4}; median \d+\.\d\dx/
+
       assert text =~ "after compact/1"
       # The test suite's own :telemetry stand-in is loaded, so that
       # comparison is skipped rather than deleting it.
