@@ -10,10 +10,10 @@ defmodule LiteStash do
       integers, floats, strings, binaries, lists and maps (see "Value types").
     * Every key is hashed with BLAKE2b-512 and routed to one of 64 tables in
       16 shard files. Each file has one writer thread that commits the writes
-      queued by many callers in one transaction ("group commit"); a write to
-      a file whose writer is idle commits at once on the caller's dirty IO
-      scheduler instead. Either way a call returns `:ok` only once its write
-      is committed.
+      queued by many callers in one transaction ("group commit"); a lone
+      writer's write (nothing queued in the store) commits at once on the
+      caller's dirty IO scheduler instead. Either way a call returns `:ok`
+      only once its write is committed.
     * Reads use their own connections (SQLite WAL) and never wait for a writer.
     * Calls go from your process straight into the NIF: no GenServer call on
       the data path, and SQLite work never runs on a normal scheduler.
@@ -71,10 +71,11 @@ defmodule LiteStash do
       each shard's writer when nothing else is due. An expired key is
       invisible to reads at once either way. Default `1_000`.
     * `:inline_commits` - how many writes may commit at once on their
-      callers' dirty IO schedulers. A single-key write whose shard writer is
-      idle (nothing queued, no transaction running) commits right there,
-      sparing a lone writer the hand-off to the writer thread and back; as
-      soon as writes queue up, the writer thread batches them. `0` sends
+      callers' dirty IO schedulers. A single-key write made while nothing is
+      queued anywhere in the store, and its shard writer is not in a
+      transaction, commits right there, sparing a lone writer the hand-off
+      to the writer thread and back; as soon as writes queue up, the writer
+      threads batch them. `0` sends
       every write through the writer threads. Default `1`: one lone
       writer is served at a time (more take dirty IO schedulers from reads
       and, on few cores, CPU from the schedulers); the count is shared by

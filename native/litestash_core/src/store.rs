@@ -160,6 +160,8 @@ pub struct Store {
     released: AtomicBool,
     writers: Mutex<Vec<JoinHandle<()>>>,
     hook: HookSlot,
+    /// Jobs queued or being committed by the writer threads, all shards.
+    pending: Arc<AtomicUsize>,
 }
 
 /// Writes committing inline right now, in every store of the process: the
@@ -212,6 +214,7 @@ impl Store {
             released: AtomicBool::new(false),
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
+            pending: Arc::new(AtomicUsize::new(0)),
         };
         for index in 0..SHARD_COUNT {
             // On an error, dropping `store` stops the writers started so far
@@ -234,6 +237,7 @@ impl Store {
             conn,
             &self.options,
             Arc::clone(&self.hook),
+            Arc::clone(&self.pending),
         )?;
         lock(&self.writers).push(handle);
         Ok(Shard::Ready {

@@ -209,13 +209,15 @@ pub(crate) enum Message {
     Shutdown,
 }
 
-/// The way into a shard's writer: its channel, and how many jobs are
-/// queued or being committed by the writer thread (the channel alone does
-/// not say: the thread takes a job off it before it has the lock, and an
-/// inline commit must not overtake that job).
+/// The way into a shard's writer: its channel, and the count of jobs queued
+/// or being committed by the writer threads of the whole store (the
+/// channel alone does not say: a thread takes a job off it before it has
+/// the lock, and an inline commit must not overtake that job). A write
+/// commits inline only when that count is zero, i.e. for a lone writer;
+/// under concurrency the writer threads batch.
 pub(crate) struct Queue {
     tx: Sender<Message>,
-    pending: AtomicUsize,
+    pending: Arc<AtomicUsize>,
     /// A `Wake` is on its way and the writer has not yet run its
     /// background work: no need for another.
     wake_sent: AtomicBool,
@@ -225,11 +227,11 @@ impl Queue {
     /// Queues `job`; `false` (with the reply defused) when the writer has
     /// stopped.
     pub(crate) fn send(&self, job: Job) -> bool {
-        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.add_pending(1);
         match self.tx.send(Message::Job(job)) {
             Ok(()) => true,
             Err(crossbeam_channel::SendError(message)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.sub_pending(1);
                 if let Message::Job(job) = message {
                     job.reply.defuse();
                 }
@@ -250,7 +252,15 @@ impl Queue {
         }
     }
 
-    /// No job is queued or being committed by the writer thread.
+    fn add_pending(&self, n: usize) {
+        self.pending.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn sub_pending(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// No job is queued or being committed by a writer thread of the store.
     fn is_quiet(&self) -> bool {
         self.pending.load(Ordering::Acquire) == 0
     }
@@ -277,11 +287,12 @@ pub(crate) fn spawn(
     mut conn: Connection,
     options: &Options,
     hook: HookSlot,
+    pending: Arc<AtomicUsize>,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
         tx,
-        pending: AtomicUsize::new(0),
+        pending,
         wake_sent: AtomicBool::new(false),
     });
     let wal_pages = Arc::new(AtomicI32::new(0));
@@ -346,7 +357,7 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
             stopping = stop;
             let size = batch.len();
             writer.commit_and_report(batch);
-            queue.pending.fetch_sub(size, Ordering::AcqRel);
+            queue.sub_pending(size);
         }
         queue.wake_sent.store(false, Ordering::Release);
         if catch_unwind(AssertUnwindSafe(|| writer.background())).is_err() {
