@@ -61,7 +61,8 @@ defmodule LiteStash do
       crash of the VM or the OS process; a power loss or OS crash may roll
       back the last commits, never corrupt the files. `:full`: each commit is
       flushed to disk (fsync) before the call returns, so it survives power
-      loss too. With group commit, `:full` costs little under concurrency.
+      loss too. Group commit shares a flush among the writes committed
+      together, so `:full` costs least under concurrency.
     * `:busy_timeout` - milliseconds a write waits for another OS process's
       lock on a shard file before it fails with `:busy`. Default `30_000`.
     * `:max_page_count` - caps every shard file at this many 4 KiB pages, so
