@@ -803,19 +803,13 @@ impl Store {
                     let _dirs = lock(&OPEN_DIRS.0);
                     let _writers = lock(&self.writers);
                     let _hook = self.hook.write();
-                    let _readers: Vec<_> = self
+                    let _shards: Vec<_> = self
                         .shards
                         .iter()
                         .filter_map(|shard| match shard {
-                            Shard::Ready { readers, .. } => Some(lock(readers)),
-                            Shard::Broken(_) => None,
-                        })
-                        .collect();
-                    let _engines: Vec<_> = self
-                        .shards
-                        .iter()
-                        .filter_map(|shard| match shard {
-                            Shard::Ready { engine, .. } => Some(lock(engine)),
+                            Shard::Ready {
+                                readers, engine, ..
+                            } => Some((lock(readers), lock(engine))),
                             Shard::Broken(_) => None,
                         })
                         .collect();

@@ -631,37 +631,34 @@ fn put<'a>(
     )
 }
 
-#[rustler::nif]
-fn set<'a>(
-    env: Env<'a>,
-    store: ResourceArc<StoreResource>,
-    reference: Term<'a>,
-    key: Binary<'a>,
-    value: Term<'a>,
-    mode: Write,
-) -> NifResult<Term<'a>> {
-    put(
-        env,
-        &store.store,
-        reference,
-        key,
-        value,
-        mode,
-        Sched::Normal,
-    )
+/// Defines a write NIF twice, as rustler fixes a NIF's scheduler per
+/// function: `$normal` on the caller's scheduler and `$dirty` on a dirty IO
+/// scheduler, both calling `$body(env, &store, args..., sched)`. Argument
+/// types are written `Name` or `Name<'a>`: a `ty` fragment reaches rustler's
+/// attribute as a group it does not parse.
+macro_rules! write_nifs {
+    ($normal:ident, $dirty:ident, $body:ident($($arg:ident: $ty:ident $(<$lt:lifetime>)?),*)) => {
+        #[rustler::nif]
+        fn $normal<'a>(
+            env: Env<'a>,
+            store: ResourceArc<StoreResource>,
+            $($arg: $ty $(<$lt>)?),*
+        ) -> NifResult<Term<'a>> {
+            $body(env, &store.store, $($arg,)* Sched::Normal)
+        }
+
+        #[rustler::nif(schedule = "DirtyIo")]
+        fn $dirty<'a>(
+            env: Env<'a>,
+            store: ResourceArc<StoreResource>,
+            $($arg: $ty $(<$lt>)?),*
+        ) -> NifResult<Term<'a>> {
+            $body(env, &store.store, $($arg,)* Sched::Dirty)
+        }
+    };
 }
 
-#[rustler::nif(schedule = "DirtyIo")]
-fn set_dirty<'a>(
-    env: Env<'a>,
-    store: ResourceArc<StoreResource>,
-    reference: Term<'a>,
-    key: Binary<'a>,
-    value: Term<'a>,
-    mode: Write,
-) -> NifResult<Term<'a>> {
-    put(env, &store.store, reference, key, value, mode, Sched::Dirty)
-}
+write_nifs!(set, set_dirty, put(reference: Term<'a>, key: Binary<'a>, value: Term<'a>, mode: Write));
 
 fn swap<'a>(
     env: Env<'a>,
@@ -688,45 +685,7 @@ fn swap<'a>(
     )
 }
 
-#[rustler::nif]
-fn compare_and_set<'a>(
-    env: Env<'a>,
-    store: ResourceArc<StoreResource>,
-    reference: Term<'a>,
-    key: Binary<'a>,
-    expected: Term<'a>,
-    new: Term<'a>,
-) -> NifResult<Term<'a>> {
-    swap(
-        env,
-        &store.store,
-        reference,
-        key,
-        expected,
-        new,
-        Sched::Normal,
-    )
-}
-
-#[rustler::nif(schedule = "DirtyIo")]
-fn compare_and_set_dirty<'a>(
-    env: Env<'a>,
-    store: ResourceArc<StoreResource>,
-    reference: Term<'a>,
-    key: Binary<'a>,
-    expected: Term<'a>,
-    new: Term<'a>,
-) -> NifResult<Term<'a>> {
-    swap(
-        env,
-        &store.store,
-        reference,
-        key,
-        expected,
-        new,
-        Sched::Dirty,
-    )
-}
+write_nifs!(compare_and_set, compare_and_set_dirty, swap(reference: Term<'a>, key: Binary<'a>, expected: Term<'a>, new: Term<'a>));
 
 /// A write of one key with nothing to convert (`delete`, `incr`).
 fn keyed<'a>(
@@ -770,41 +729,20 @@ fn expire<'a>(
     })
 }
 
-#[rustler::nif]
-fn incr<'a>(
+fn add<'a>(
     env: Env<'a>,
-    store: ResourceArc<StoreResource>,
+    store: &Store,
     reference: Term<'a>,
     key: Binary<'a>,
     by: i64,
+    sched: Sched,
 ) -> NifResult<Term<'a>> {
-    keyed(
-        env,
-        &store.store,
-        reference,
-        key,
-        Sched::Normal,
-        |s, k, r| s.incr_async(k, by, r),
-    )
+    keyed(env, store, reference, key, sched, |s, k, r| {
+        s.incr_async(k, by, r)
+    })
 }
 
-#[rustler::nif(schedule = "DirtyIo")]
-fn incr_dirty<'a>(
-    env: Env<'a>,
-    store: ResourceArc<StoreResource>,
-    reference: Term<'a>,
-    key: Binary<'a>,
-    by: i64,
-) -> NifResult<Term<'a>> {
-    keyed(
-        env,
-        &store.store,
-        reference,
-        key,
-        Sched::Dirty,
-        |s, k, r| s.incr_async(k, by, r),
-    )
-}
+write_nifs!(incr, incr_dirty, add(reference: Term<'a>, key: Binary<'a>, by: i64));
 
 #[rustler::nif]
 fn compact<'a>(
@@ -865,39 +803,19 @@ fn set_many_dirty<'a>(
     put_many(env, &store.store, reference, pairs, Sched::Dirty)
 }
 
-#[rustler::nif]
-fn delete<'a>(
+fn remove<'a>(
     env: Env<'a>,
-    store: ResourceArc<StoreResource>,
+    store: &Store,
     reference: Term<'a>,
     key: Binary<'a>,
+    sched: Sched,
 ) -> NifResult<Term<'a>> {
-    keyed(
-        env,
-        &store.store,
-        reference,
-        key,
-        Sched::Normal,
-        |s, k, r| s.delete_async(k, r),
-    )
+    keyed(env, store, reference, key, sched, |s, k, r| {
+        s.delete_async(k, r)
+    })
 }
 
-#[rustler::nif(schedule = "DirtyIo")]
-fn delete_dirty<'a>(
-    env: Env<'a>,
-    store: ResourceArc<StoreResource>,
-    reference: Term<'a>,
-    key: Binary<'a>,
-) -> NifResult<Term<'a>> {
-    keyed(
-        env,
-        &store.store,
-        reference,
-        key,
-        Sched::Dirty,
-        |s, k, r| s.delete_async(k, r),
-    )
-}
+write_nifs!(delete, delete_dirty, remove(reference: Term<'a>, key: Binary<'a>));
 
 #[rustler::nif]
 fn clear<'a>(
