@@ -72,15 +72,16 @@ defmodule LiteStash do
       each shard's writer when nothing else is due. An expired key is
       invisible to reads at once either way. Default `1_000`.
     * `:inline_commits` - how many writes may commit at once on their
-      callers' dirty IO schedulers. A single-key write made while nothing is
-      queued anywhere in the store, and its shard writer is not in a
-      transaction, commits right there, sparing a lone writer the hand-off
+      callers' dirty IO schedulers. A `set`, `put_new`, `compare_and_set`,
+      `incr` or `delete` made while nothing is queued anywhere in the store,
+      and its shard's writer is not busy, commits right there, sparing a lone writer the hand-off
       to the writer thread and back; as soon as writes queue up, the writer
       threads batch them. `0` sends
-      every write through the writer threads. Default `1`: one lone
-      writer is served at a time (more take dirty IO schedulers from reads
-      and, on few cores, CPU from the schedulers); the count is shared by
-      every store of the VM.
+      every write through the writer threads. Default `1`. The writes
+      committing inline are counted over every store of the VM, and each
+      store lets a write go inline only while that count is under its own
+      setting; each one holds a dirty IO scheduler for its commit (up to
+      `:busy_timeout` if another OS process holds the file's lock).
 
   An unknown option or a bad value raises `ArgumentError`.
 

@@ -12,7 +12,7 @@ defmodule LiteStash.InlineCommitTest do
 
   test "an idle shard's writes commit on the dirty scheduler and answer directly",
        %{tmp_dir: dir} do
-    s = start_store!(dir, inline_commits: 16)
+    s = start_store!(dir, inline_commits: 16, sweep_interval: 3_600_000)
     {store, _name, _telemetry} = Native.lookup(s)
 
     ref = make_ref()
@@ -30,7 +30,7 @@ defmodule LiteStash.InlineCommitTest do
 
     # Committed like any other write: they are there after a restart.
     :ok = LiteStash.stop(s)
-    s = start_store!(dir, inline_commits: 16)
+    s = start_store!(dir, inline_commits: 16, sweep_interval: 3_600_000)
     assert LiteStash.get(s, "k") == {:ok, 3}
   end
 

@@ -605,19 +605,30 @@ impl Store {
     /// Commits `job` on this thread if an inline slot is free and the
     /// shard's writer is idle; gives it back (`Some`) otherwise.
     fn commit_inline(&self, engine: &Engine, queue: &Queue, job: Job) -> Option<Job> {
+        /// One of the VM-wide inline slots, given back however the commit
+        /// ends.
+        struct Slot;
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                INLINE.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let slot = Slot;
         if INLINE.fetch_add(1, Ordering::AcqRel) >= self.options.inline_commits {
-            INLINE.fetch_sub(1, Ordering::AcqRel);
             return Some(job);
         }
         let done = writer::commit_inline(engine, queue, job);
-        INLINE.fetch_sub(1, Ordering::AcqRel);
+        drop(slot);
         done
     }
 
     /// Whether a write of `key` with an inline reply would commit on the
-    /// caller's thread now: an inline slot is free, nothing is queued on
-    /// the key's shard and its writer is not in a transaction. A hint for
-    /// choosing the thread to call from; the state can change at once.
+    /// caller's thread now: the VM-wide count of inline commits is under
+    /// this store's `inline_commits`, no writer thread of the store has a
+    /// job queued or in hand, and the key's shard writer is not busy (no
+    /// batch, sweep, checkpoint or compaction step holding its lock). A
+    /// hint for choosing the thread to call from; the state can change at
+    /// once.
     pub fn would_commit_inline(&self, key: &[u8]) -> bool {
         if self.is_closed() || INLINE.load(Ordering::Acquire) >= self.options.inline_commits {
             return false;

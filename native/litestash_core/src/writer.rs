@@ -49,9 +49,12 @@ impl Reply {
         }
     }
 
-    /// Allows the write to commit on the calling thread when its shard's
-    /// writer is idle (nothing queued, no transaction running): a lone
-    /// writer then skips the hand-off to the writer thread and back. The
+    /// Allows the write to commit on the calling thread when the store has
+    /// a lone writer (no job queued or in hand at any shard writer) and the
+    /// shard's writer is not busy: it then skips the hand-off to the writer
+    /// thread and back. Only single-key writes go inline (`set_async`,
+    /// `put_new_async`, `compare_and_set_async`, `incr_async`,
+    /// `delete_async`); the others queue whatever the reply allows. The
     /// reply is answered on the calling thread before the `*_async` call
     /// returns, while the shard's writer is locked: the callback must not
     /// write to the store or close it. Only for threads that may block on
@@ -355,9 +358,11 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
             // (behind an inline commit) join this batch.
             let (batch, stop) = writer.take_batch(first, rx);
             stopping = stop;
-            let size = batch.len();
+            // In hand under the lock: no inline commit can overtake them
+            // now, and a caller answered below must not see its own job
+            // still counted.
+            queue.sub_pending(batch.len());
             writer.commit_and_report(batch);
-            queue.sub_pending(size);
         }
         queue.wake_sent.store(false, Ordering::Release);
         if catch_unwind(AssertUnwindSafe(|| writer.background())).is_err() {
@@ -372,10 +377,10 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
     }
 }
 
-/// Commits `job` on the calling thread when the shard's writer is idle:
-/// nothing queued and no transaction running. Gives the job back (`Some`)
-/// when the writer is busy, for the caller to queue; never waits for the
-/// lock.
+/// Commits `job` on the calling thread when the store has no job queued or
+/// in hand at any writer and this shard's writer lock is free. Gives the
+/// job back (`Some`) otherwise, for the caller to queue; never waits for
+/// the lock.
 pub(crate) fn commit_inline(
     engine: &Mutex<Option<Writer>>,
     queue: &Queue,

@@ -145,38 +145,49 @@ fn poisoned_locks_are_recovered() {
 }
 
 #[test]
-fn a_panic_inside_a_write_fails_that_write_and_its_shard_writes_on() {
+fn a_panic_inside_a_write_fails_that_write_and_leaves_no_transaction_open() {
     let tmp = tempfile::tempdir().unwrap();
-    // Room for an inline commit whatever other tests commit inline.
+    // Room for an inline commit whatever other tests commit inline, and no
+    // sweep (whose transaction would roll back what the panic left).
     let options = Options {
         inline_commits: 16,
+        sweep_interval: std::time::Duration::from_secs(3600),
         ..Options::default()
     };
     let store = Store::open(tmp.path(), options).unwrap();
     let shard = litestash_core::SHARDS[litestash_core::route(&litestash_core::key_hash("k"))
         .unwrap()
         .shard];
-    let file = tmp.path().join(shard).join(format!("{shard}.db"));
+    let other =
+        rusqlite::Connection::open(tmp.path().join(shard).join(format!("{shard}.db"))).unwrap();
+    other.busy_timeout(std::time::Duration::ZERO).unwrap();
 
-    // Inline (the blocking API commits on this thread when it can) and
-    // through the writer thread.
+    // Inline (answered on this thread) and through the writer thread.
     for inline in [true, false] {
         store.panic_in_next_write_for_test(b"k").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reply = Reply::new(move |r: Result<Outcome>| {
-            let _ = tx.send(r);
+            let _ = tx.send((std::thread::current().id(), r));
         });
         let reply = if inline { reply.inline() } else { reply };
         store.set_async(b"k", &Value::Int(1), None, reply).unwrap();
-        let refused = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let (thread, refused) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(refused.unwrap_err().kind(), ErrorKind::Internal);
+        assert_eq!(thread == std::thread::current().id(), inline);
 
-        // The transaction the panic left open was rolled back: the shard
-        // takes writes, and another connection can take its write lock.
+        // Before any other write: the transaction the panic left open was
+        // rolled back, so another connection gets the write lock (the
+        // writer thread may roll back just after answering: a moment).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shard's write lock is still held after the panic"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         store.set(b"k", &Value::Int(2)).unwrap();
         assert_eq!(store.get(b"k").unwrap(), Some(Value::Int(2)));
-        let other = rusqlite::Connection::open(&file).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").unwrap();
     }
     store.close();
 }

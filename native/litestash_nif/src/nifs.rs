@@ -2,8 +2,9 @@
 //! the shard writers on the caller's scheduler and return `:queued` at once;
 //! the writer thread sends `{ref, result}` to the caller after the commit, so
 //! no scheduler is held while a write waits in a queue. A single-key write
-//! whose shard writer is idle returns `:reschedule` instead, and its dirty
-//! IO variant commits it right there and returns the answer.
+//! made while the store has a lone writer (nothing queued at any shard, its
+//! shard's writer not busy) returns `:reschedule` instead, and its dirty IO
+//! variant commits it right there and returns the answer.
 
 use crate::error::{error_tuple, panicked};
 use crate::term::{binary, to_term, to_value, Budget, Refusal};
@@ -553,9 +554,9 @@ fn handed_over(env: Env, attempt: Result<Slot, Error>) -> Term {
 
 /// The scheduler a write NIF runs on. `Normal` queues the write at once
 /// and asks for the `Dirty` variant (`:reschedule`) when the term is too
-/// large to convert on a normal scheduler, or when the key's shard writer
-/// is idle: on the dirty IO scheduler the write commits inline, sparing a
-/// lone writer the hand-off to the writer thread and back.
+/// large to convert on a normal scheduler, or when the write would commit
+/// inline (`Store::would_commit_inline`): on the dirty IO scheduler it
+/// does, sparing a lone writer the hand-off to the writer thread and back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sched {
     Normal,
