@@ -29,10 +29,10 @@
 //! * `W1`: N sequential new keys, one transaction per write (autocommit).
 //! * `W1x1000`: N sequential new keys, 1,000 writes per transaction (rows
 //!   buffered per shard file, each buffer committed when it holds 1,000).
-//! * `W1x4`: the same with 4 writes per transaction: the most that 64
-//!   callers, each waiting for its write, can share over 16 files (64 / 16),
-//!   so the ceiling of any store that acknowledges each write after its
-//!   commit under the benchmark's W3.
+//! * `W1x4`: the same with 4 writes per transaction: what 64 callers, each
+//!   waiting for its write, share per commit of a file on average over 16
+//!   files (64 / 16), the batch size of the benchmark's W3 for any store
+//!   that acknowledges each write after its commit.
 //! * `W2`: a point read of each of the N keys in random order, value decoded.
 
 use litestash_core::{
