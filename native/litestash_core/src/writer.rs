@@ -358,11 +358,11 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
             // (behind an inline commit) join this batch.
             let (batch, stop) = writer.take_batch(first, rx);
             stopping = stop;
-            // In hand under the lock: no inline commit can overtake them
-            // now, and a caller answered below must not see its own job
-            // still counted.
-            queue.sub_pending(batch.len());
-            writer.commit_and_report(batch);
+            // Counted until committed (an inline commit must not overtake a
+            // job in hand), uncounted before the callers are answered (a
+            // lone writer's next write must not see its own job).
+            let size = batch.len();
+            writer.commit_and_report(batch, || queue.sub_pending(size));
         }
         queue.wake_sent.store(false, Ordering::Release);
         if catch_unwind(AssertUnwindSafe(|| writer.background())).is_err() {
@@ -397,7 +397,7 @@ pub(crate) fn commit_inline(
     let Some(writer) = guard.as_mut() else {
         return Some(job);
     };
-    writer.commit_and_report(vec![job]);
+    writer.commit_and_report(vec![job], || {});
     let due = writer.checkpoint_due();
     drop(guard);
     if due {
@@ -478,15 +478,19 @@ impl Writer {
         (batch, false)
     }
 
-    /// Commits `batch` and reports it to the event hook. A panic here
+    /// Commits `batch`, calls `committed`, then answers the callers and
+    /// reports the commit to the event hook. A panic while committing
     /// answers every caller of the batch through `Reply`'s destructor and
     /// the writer goes on.
-    fn commit_and_report(&mut self, batch: Vec<Job>) {
+    fn commit_and_report(&mut self, batch: Vec<Job>, committed: impl FnOnce()) {
         let size = batch.len();
         let started = Instant::now();
-        if catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))).is_err() {
+        let answers = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+        if answers.is_err() {
             self.abandon_transaction();
         }
+        committed();
+        answer(answers.unwrap_or_default());
         self.emit(|shard| Event::Commit {
             shard,
             batch_size: size,
@@ -506,8 +510,9 @@ impl Writer {
             .peekable();
         while rest.peek().is_some() {
             let batch: Vec<Job> = rest.by_ref().take(self.max_batch).collect();
-            if catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))).is_err() {
-                self.abandon_transaction();
+            match catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))) {
+                Ok(answers) => answer(answers),
+                Err(_) => self.abandon_transaction(),
             }
         }
         for reply in self.compacting.drain(..) {
@@ -568,7 +573,8 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, mut batch: Vec<Job>) {
+    /// Commits `batch`; the callers' answers, not yet sent.
+    fn commit_batch(&mut self, mut batch: Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
         // Compaction runs in steps between batches, never inside one.
         let mut i = 0;
         while i < batch.len() {
@@ -580,11 +586,11 @@ impl Writer {
             }
         }
         if batch.is_empty() {
-            return;
+            return Vec::new();
         }
         if batch.len() == 1 {
             let results = vec![self.transaction(|w| w.apply(&batch[0].op))];
-            return answer(batch, results);
+            return pair(batch, results);
         }
         let together = self.transaction(|w| {
             batch
@@ -593,7 +599,7 @@ impl Writer {
                 .collect::<Result<Vec<_>>>()
         });
         match together {
-            Ok(results) => answer(batch, results),
+            Ok(results) => pair(batch, results),
             // The transaction as a whole failed (the disk filled at commit,
             // a lock timed out): commit each write on its own so that only
             // the writes that fail again get an error.
@@ -602,7 +608,7 @@ impl Writer {
                     .iter()
                     .map(|job| self.transaction(|w| w.apply(&job.op)))
                     .collect();
-                answer(batch, results)
+                pair(batch, results)
             }
         }
     }
@@ -912,8 +918,18 @@ impl Writer {
     }
 }
 
-fn answer(batch: Vec<Job>, results: Vec<Result<Outcome>>) {
-    for (job, result) in batch.into_iter().zip(results) {
-        job.reply.send(result);
+/// Each job's reply with its result.
+fn pair(batch: Vec<Job>, results: Vec<Result<Outcome>>) -> Vec<(Reply, Result<Outcome>)> {
+    batch
+        .into_iter()
+        .zip(results)
+        .map(|(job, result)| (job.reply, result))
+        .collect()
+}
+
+/// Answers the callers; a callback that panics does not stop the others.
+fn answer(answers: Vec<(Reply, Result<Outcome>)>) {
+    for (reply, result) in answers {
+        let _ = catch_unwind(AssertUnwindSafe(|| reply.send(result)));
     }
 }
