@@ -247,7 +247,7 @@ defmodule Mix.Tasks.Litestash.Bench do
   defp measure(config) do
     1..config.repeat
     |> Enum.map(fn round ->
-      if config.repeat > 1, do: progress("round #{round} of #{config.repeat}")
+      if config.repeat > 1, do: Workloads.progress("round #{round} of #{config.repeat}")
       measure_once(config)
     end)
     |> best()
@@ -290,7 +290,7 @@ defmodule Mix.Tasks.Litestash.Bench do
   end
 
   defp measure_once(config) do
-    progress("probe while idle, 1 s")
+    Workloads.progress("probe while idle, 1 s")
     probe = Workloads.start_probe()
     Process.sleep(1_000)
     idle = Workloads.stop_probe(probe)
@@ -325,7 +325,7 @@ defmodule Mix.Tasks.Litestash.Bench do
     %{n: n, procs: procs} = config
     order = Workloads.shuffled(n)
 
-    with_stores(config.stores, [], fn opened, raw_dir ->
+    Workloads.with_stores(config.stores, [], fn opened, raw_dir ->
       {w1, w2, raw_w1, raw_w2} = w1_w2(config, opened, raw_dir, n, order, "n = #{int(n)}")
 
       w3 =
@@ -400,7 +400,7 @@ defmodule Mix.Tasks.Litestash.Bench do
     order = Workloads.shuffled(n)
     what = if kind == :kib, do: "1 KiB values", else: "1,536-float vectors"
 
-    with_stores(config.stores, [], fn opened, _raw_dir ->
+    Workloads.with_stores(config.stores, [], fn opened, _raw_dir ->
       w1 =
         each(opened, "W1 with #{what}, n = #{n}", fn store, handle, _ ->
           Workloads.put_sequential(store, handle, 1..n, kind)
@@ -421,8 +421,11 @@ defmodule Mix.Tasks.Litestash.Bench do
 
     for level <- [:normal, :full], into: %{} do
       w3 =
-        with_stores([store], [synchronous: level], fn [{_, handle, _}], _raw_dir ->
-          progress("LiteStash W3 with synchronous: #{inspect(level)} (#{n} keys loaded first)")
+        Workloads.with_stores([store], [synchronous: level], fn [{_, handle, _}], _raw_dir ->
+          Workloads.progress(
+            "LiteStash W3 with synchronous: #{inspect(level)} (#{n} keys loaded first)"
+          )
+
           Workloads.fill(handle, n)
           probe = Workloads.start_probe()
           w3 = Workloads.put_concurrent(store, handle, (n + 1)..(2 * n), :small, procs)
@@ -433,7 +436,7 @@ defmodule Mix.Tasks.Litestash.Bench do
       # batch: what the level costs at that batch size.
       raw_x4 =
         if config.raw do
-          progress("raw SQLite w1x4 with synchronous: #{inspect(level)}")
+          Workloads.progress("raw SQLite w1x4 with synchronous: #{inspect(level)}")
           Raw.run!(n, "w1x4", nil, level)["W1x4"]
         end
 
@@ -444,7 +447,7 @@ defmodule Mix.Tasks.Litestash.Bench do
   defp run_scale(config, scale) do
     order = Workloads.shuffled(scale)
 
-    with_stores(config.stores, [], fn opened, raw_dir ->
+    Workloads.with_stores(config.stores, [], fn opened, raw_dir ->
       {w1, w2, raw_w1, raw_w2} =
         w1_w2(config, opened, raw_dir, scale, order, "at #{int(scale)} keys")
 
@@ -478,7 +481,7 @@ defmodule Mix.Tasks.Litestash.Bench do
   defp raw(%{raw: false}, _n, _workload, _dir), do: nil
 
   defp raw(_config, n, workload, dir) do
-    progress("raw SQLite #{workload}, n = #{n}")
+    Workloads.progress("raw SQLite #{workload}, n = #{n}")
     Raw.run!(n, workload, dir)
   end
 
@@ -487,39 +490,10 @@ defmodule Mix.Tasks.Litestash.Bench do
   # Runs `fun` on every opened store in turn: `%{label => result}`.
   defp each(opened, what, fun) do
     Map.new(opened, fn {store, handle, dir} ->
-      progress("#{store.label()} #{what}")
+      Workloads.progress("#{store.label()} #{what}")
       {store.label(), fun.(store, handle, dir)}
     end)
   end
-
-  # Opens every store fresh, each in a temporary directory of its own, and
-  # runs `fun.(opened, raw_dir)`; `raw_dir` is one more directory for the raw
-  # baseline. Closes the stores and removes the directories afterwards, also
-  # when `fun` raises.
-  defp with_stores(stores, opts, fun) do
-    base = Path.join(System.tmp_dir!(), "litestash-bench-#{System.unique_integer([:positive])}")
-    File.rm_rf!(base)
-    raw_dir = Path.join(base, "raw")
-
-    try do
-      opened =
-        Enum.map(stores, fn store ->
-          dir = Path.join(base, String.downcase(store.label()))
-          File.mkdir_p!(dir)
-          {store, store.open(dir, opts), dir}
-        end)
-
-      try do
-        fun.(opened, raw_dir)
-      after
-        Enum.each(opened, fn {store, handle, _} -> store.close(handle) end)
-      end
-    after
-      File.rm_rf!(base)
-    end
-  end
-
-  defp progress(text), do: IO.puts(:stderr, "# " <> text)
 
   ## The report
 

@@ -138,7 +138,7 @@ defmodule Mix.Tasks.Litestash.BenchTest do
       assert length(figures.ttl) == 4
 
       assert text =~
-               ~r/W1 set seq( +[\d,]+->[\d,]+){4}\n +ratios( \d+\.\d\d){4}; median \d+\.\d\dx/
+               ~r/W1 set seq( +[\d,]+->[\d,]+){4}\n +ratios( \d+\.\d\d){4}; median \d+\.\d\d\dx/
 
       assert text =~ "after compact/1"
       # The test suite's own :telemetry stand-in is loaded, so that

@@ -64,7 +64,7 @@ defmodule LiteStash.Bench.Maintenance do
     else
       for pair <- 1..@pairs do
         for on? <- [false, true], into: %{} do
-          progress(
+          Workloads.progress(
             "#{variant} #{if on?, do: "on", else: "off"}, W1/W2 of #{n} keys (#{pair}/#{@pairs})"
           )
 
@@ -173,21 +173,21 @@ defmodule LiteStash.Bench.Maintenance do
 
   defp store_figures(n, procs) do
     with_store(fn name, dir ->
-      progress("maintenance: writing #{n} keys with mset, 1,000 per call")
+      Workloads.progress("maintenance: writing #{n} keys with mset, 1,000 per call")
       {fill_us, :ok} = :timer.tc(fn -> Workloads.fill(name, n) end)
       written = bytes(name)
 
-      progress("maintenance: stream of the whole store in a fresh process")
+      Workloads.progress("maintenance: stream of the whole store in a fresh process")
       stream = stream_memory(name)
 
-      progress("maintenance: backup while a writer writes")
+      Workloads.progress("maintenance: backup while a writer writes")
       backup = backup(name, dir)
 
-      progress("maintenance: deleting half of the keys, #{procs} processes")
+      Workloads.progress("maintenance: deleting half of the keys, #{procs} processes")
       {delete_us, :ok} = :timer.tc(fn -> delete_half(name, n, procs) end)
       deleted = bytes(name)
 
-      progress("maintenance: compact")
+      Workloads.progress("maintenance: compact")
       {compact_us, :ok} = :timer.tc(fn -> :ok = LiteStash.compact(name) end)
       compacted = bytes(name)
 
@@ -321,25 +321,8 @@ defmodule LiteStash.Bench.Maintenance do
   # Opens a fresh LiteStash store in a temporary directory, runs
   # `fun.(name, dir)`, closes it and removes the directory.
   defp with_store(fun) do
-    base = Path.join(System.tmp_dir!(), "litestash-bench-#{System.unique_integer([:positive])}")
-    dir = Path.join(base, "litestash")
-    File.rm_rf!(base)
-    File.mkdir_p!(dir)
-
-    try do
-      name = @store.open(dir, [])
-
-      try do
-        fun.(name, dir)
-      after
-        @store.close(name)
-      end
-    after
-      File.rm_rf!(base)
-    end
+    Workloads.with_stores([@store], [], fn [{_, name, dir}], _raw_dir -> fun.(name, dir) end)
   end
-
-  defp progress(text), do: IO.puts(:stderr, "# " <> text)
 
   ## The report
 
@@ -386,7 +369,7 @@ defmodule LiteStash.Bench.Maintenance do
             ])
           end),
           "\n",
-          :io_lib.format("  ~-14s ratios ~s; median ~.2fx (target >= ~.2fx)  ~s~n", [
+          :io_lib.format("  ~-14s ratios ~s; median ~.3fx (target >= ~.2fx)  ~s~n", [
             "",
             Enum.map_join(ratios, " ", &:erlang.float_to_binary(&1, decimals: 2)),
             median,

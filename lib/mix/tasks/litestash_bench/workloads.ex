@@ -299,4 +299,45 @@ defmodule LiteStash.Bench.Workloads do
       _ -> nil
     end
   end
+
+  @doc """
+  Opens each of `stores` (with `opts`) in its own directory under a fresh
+  temporary directory, runs `fun.(opened, raw_dir)` with `opened` a list of
+  `{store, handle, dir}` and `raw_dir` a directory for the raw baseline,
+  then closes the stores and removes the whole directory, also when `fun`
+  raises.
+  """
+  @spec with_stores(
+          [module()],
+          keyword(),
+          ([{module(), Store.handle(), Path.t()}], Path.t() ->
+             result)
+        ) :: result
+        when result: term()
+  def with_stores(stores, opts, fun) do
+    base = Path.join(System.tmp_dir!(), "litestash-bench-#{System.unique_integer([:positive])}")
+    File.rm_rf!(base)
+    raw_dir = Path.join(base, "raw")
+
+    try do
+      opened =
+        Enum.map(stores, fn store ->
+          dir = Path.join(base, String.downcase(store.label()))
+          File.mkdir_p!(dir)
+          {store, store.open(dir, opts), dir}
+        end)
+
+      try do
+        fun.(opened, raw_dir)
+      after
+        Enum.each(opened, fn {store, handle, _} -> store.close(handle) end)
+      end
+    after
+      File.rm_rf!(base)
+    end
+  end
+
+  @doc "Prints a progress line (`# text`) on standard error."
+  @spec progress(String.t()) :: :ok
+  def progress(text), do: IO.puts(:stderr, "# " <> text)
 end
