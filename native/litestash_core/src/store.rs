@@ -660,8 +660,8 @@ impl Store {
         reply: Reply,
     ) -> Result<()> {
         let key = Key::new(key)?;
+        let shard = key.route.shard;
         let row = row(key, encode(value)?, ttl_ms.map(expires_at));
-        let shard = crate::key::route(&row.hash)?.shard;
         self.submit(shard, Op::Put(vec![row]), reply)
     }
 
