@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::keys_on_shard;
+use common::{keys_on_shard, roomy, traced};
 use litestash_core::{ErrorKind, Options, Outcome, Reply, Result, Store, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -147,14 +147,7 @@ fn poisoned_locks_are_recovered() {
 #[test]
 fn a_panic_inside_a_write_fails_that_write_and_leaves_no_transaction_open() {
     let tmp = tempfile::tempdir().unwrap();
-    // Room for an inline commit whatever other tests commit inline, and no
-    // sweep (whose transaction would roll back what the panic left).
-    let options = Options {
-        inline_commits: 16,
-        sweep_interval: std::time::Duration::from_secs(3600),
-        ..Options::default()
-    };
-    let store = Store::open(tmp.path(), options).unwrap();
+    let store = Store::open(tmp.path(), roomy()).unwrap();
     let shard = litestash_core::SHARDS[litestash_core::route(&litestash_core::key_hash("k"))
         .unwrap()
         .shard];
@@ -166,9 +159,7 @@ fn a_panic_inside_a_write_fails_that_write_and_leaves_no_transaction_open() {
     for inline in [true, false] {
         store.panic_in_next_write_for_test(b"k").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let reply = Reply::new(move |r: Result<Outcome>| {
-            let _ = tx.send((std::thread::current().id(), r));
-        });
+        let reply = traced(&tx);
         let reply = if inline { reply.inline() } else { reply };
         store.set_async(b"k", &Value::Int(1), None, reply).unwrap();
         let (thread, refused) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();

@@ -4,30 +4,11 @@
 
 mod common;
 
-use common::keys_on_shard;
-use litestash_core::{Options, Outcome, Reply, Result, Store, Value, SHARDS};
+use common::{keys_on_shard, roomy, traced};
+use litestash_core::{Options, Outcome, Store, Value, SHARDS};
 use std::sync::mpsc;
-use std::thread::{self, ThreadId};
+use std::thread;
 use std::time::Duration;
-
-/// A reply that reports the thread it was answered on.
-fn traced(tx: &mpsc::Sender<(ThreadId, Result<Outcome>)>) -> Reply {
-    let tx = tx.clone();
-    Reply::new(move |result| {
-        let _ = tx.send((thread::current().id(), result));
-    })
-}
-
-/// Options whose inline cap other tests' inline commits (the count is
-/// process-wide) cannot use up, and whose writers do not sweep (a sweep
-/// holds the writer's lock).
-fn roomy() -> Options {
-    Options {
-        inline_commits: 16,
-        sweep_interval: Duration::from_secs(3600),
-        ..Options::default()
-    }
-}
 
 #[test]
 fn an_inline_write_to_an_idle_shard_is_answered_before_the_call_returns() {

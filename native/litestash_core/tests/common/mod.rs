@@ -134,3 +134,28 @@ pub fn shard_path(dir: &Path, shard: usize) -> PathBuf {
     let name = litestash_core::SHARDS[shard];
     dir.join(name).join(format!("{name}.db"))
 }
+
+/// A reply that reports the thread it was answered on, and the answer.
+pub fn traced(
+    tx: &std::sync::mpsc::Sender<(
+        std::thread::ThreadId,
+        litestash_core::Result<litestash_core::Outcome>,
+    )>,
+) -> litestash_core::Reply {
+    let tx = tx.clone();
+    litestash_core::Reply::new(move |result| {
+        let _ = tx.send((std::thread::current().id(), result));
+    })
+}
+
+/// Options whose inline cap other tests' inline commits (the count is
+/// process-wide) cannot use up, and whose writers do not sweep (a sweep
+/// holds the writer's lock, and its transaction would roll back what a
+/// test wants to see left open).
+pub fn roomy() -> litestash_core::Options {
+    litestash_core::Options {
+        inline_commits: 16,
+        sweep_interval: std::time::Duration::from_secs(3600),
+        ..litestash_core::Options::default()
+    }
+}
