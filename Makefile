@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench elixir interop-venv
+.PHONY: demo test lint bench elixir interop-venv ra
 
 # The interop tests' Python: a virtualenv under _build with msgpack for
 # test/interop/contract.py, so that no system Python package is touched. The
@@ -14,6 +14,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INTEROP_VENV := _build/interop-venv
 INTEROP_STAMP := $(INTEROP_VENV)/.requirements-installed
 INTEROP_REQUIREMENTS := test/interop/requirements.txt
+
+# Ra (RabbitMQ's Raft library) for the clustering tests, taken from
+# Debian's rabbitmq-server package, which carries Ra 2.2.0 and its three
+# dependencies built for OTP 25: hex.pm is not needed and nothing is
+# installed. LiteStash does not depend on Ra; `make test` puts these on the
+# code path through ERL_LIBS. The stamp makes a second run instant.
+RA_DIR := _build/ra
+RA_STAMP := $(RA_DIR)/.extracted
+RA_APPS := ra-2.2.0 aten-0.5.8 gen_batch_server-0.8.8 seshat-0.3.2
 
 elixir:
 	@command -v mix >/dev/null 2>&1 || { \
@@ -25,7 +34,8 @@ demo: elixir
 	mix run examples/quickstart.exs
 
 test: export LITESTASH_INTEROP_PYTHON := $(abspath $(INTEROP_VENV)/bin/python)
-test: elixir interop-venv
+test: export ERL_LIBS := $(abspath $(RA_DIR))$(if $(ERL_LIBS),:$(ERL_LIBS))
+test: elixir interop-venv ra
 	cargo test --workspace --locked
 	mix test
 
@@ -37,6 +47,22 @@ $(INTEROP_STAMP): $(INTEROP_REQUIREMENTS)
 	@echo "==> creating $(INTEROP_VENV): a Python virtualenv with $<"
 	python3 -m venv $(INTEROP_VENV)
 	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+ra: $(RA_STAMP)
+
+$(RA_STAMP):
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "==> fetching Ra from Debian's rabbitmq-server package into $(RA_DIR)"; \
+	( cd "$$tmp" && { apt-get download rabbitmq-server >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && apt-get download rabbitmq-server; }; } ); \
+	dpkg-deb -x "$$tmp"/rabbitmq-server_*.deb "$$tmp/x"; \
+	plugins=$$(ls -d "$$tmp"/x/usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins | head -n 1); \
+	mkdir -p $(RA_DIR); \
+	for app in $(RA_APPS); do \
+	  test -d "$$plugins/$$app/ebin" || { echo "$$app is not in $$plugins"; exit 1; }; \
+	  rm -rf "$(RA_DIR)/$$app"; cp -r "$$plugins/$$app" $(RA_DIR)/; \
+	done; \
 	touch $@
 
 lint: elixir

@@ -1,0 +1,135 @@
+defmodule LiteStash.Cluster.Member do
+  @moduledoc false
+  # This node's part of a clustered store: it opens the store's replica
+  # files (`replica: true`), starts a Ra system whose log lives in
+  # `<data_dir>/ra`, and one Ra server for each shard this node holds. It
+  # stops the servers before the store when it stops, so that no entry is
+  # applied to a closed store.
+
+  use GenServer
+
+  alias LiteStash.Cluster.Placement
+
+  def start_link(config), do: GenServer.start_link(__MODULE__, config, name: config.member)
+
+  @impl GenServer
+  def init(config) do
+    Process.flag(:trap_exit, true)
+
+    with {:ok, _} <- Application.ensure_all_started(:ra),
+         {:ok, owner} <- LiteStash.Cluster.Replica.open(config.store_opts),
+         :ok <- start_system(config),
+         :ok <- start_servers(config) do
+      :persistent_term.put({LiteStash.Cluster, config.name}, config)
+      {:ok, %{config: config, owner: owner}}
+    else
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  @impl GenServer
+  def handle_info({:EXIT, owner, reason}, %{owner: owner} = state),
+    do: {:stop, reason, state}
+
+  def handle_info(_message, state), do: {:noreply, state}
+
+  @impl GenServer
+  def terminate(_reason, %{config: config}) do
+    :persistent_term.erase({LiteStash.Cluster, config.name})
+
+    for shard <- 0..(Placement.shards() - 1) do
+      ra().stop_server(config.system, LiteStash.Cluster.server_id(config.name, shard, node()))
+    end
+
+    try do
+      LiteStash.stop(config.name)
+    catch
+      :exit, _ -> :ok
+    end
+  end
+
+  defp start_system(config) do
+    dir = config.ra_dir
+    File.mkdir_p!(dir)
+
+    system = %{
+      name: config.system,
+      names: ra(:ra_system).derive_names(config.system),
+      data_dir: String.to_charlist(dir),
+      wal_data_dir: String.to_charlist(dir)
+    }
+
+    case ra(:ra_system).start(system) do
+      {:ok, _} -> :ok
+      {:error, {:already_started, _}} -> :ok
+      {:error, reason} -> {:error, {:ra_system, reason}}
+    end
+  end
+
+  # A server this node ran before is restarted from Ra's log and the
+  # shard's file; a shard this node holds by placement but never ran is
+  # started fresh, with the placement's holders as its initial members.
+  defp start_servers(config) do
+    Enum.reduce_while(0..(Placement.shards() - 1), :ok, fn shard, :ok ->
+      case start_server(config, shard) do
+        :ok -> {:cont, :ok}
+        {:error, reason} -> {:halt, {:error, {:ra_server, shard, reason}}}
+      end
+    end)
+  end
+
+  defp start_server(config, shard) do
+    id = LiteStash.Cluster.server_id(config.name, shard, node())
+
+    case ra().restart_server(config.system, id) do
+      :ok ->
+        :ok
+
+      {:error, {:already_started, _}} ->
+        :ok
+
+      {:error, reason} when reason in [:name_not_registered, :not_found] ->
+        holders = Placement.holders(shard, config.nodes, config.replication_factor)
+
+        # Ra leaves the first election of a new group to its user; each
+        # new member calls one (pre-vote keeps the losers harmless).
+        with true <- node() in holders,
+             :ok <- start_new_server(config, shard, holders) do
+          ra().trigger_election(id)
+        else
+          false -> :ok
+          error -> error
+        end
+
+      {:error, reason} ->
+        {:error, reason}
+    end
+  end
+
+  @doc false
+  def start_new_server(config, shard, holders) do
+    id = LiteStash.Cluster.server_id(config.name, shard, node())
+    uid = ra().new_uid("LS#{shard}_")
+
+    server = %{
+      id: id,
+      uid: uid,
+      cluster_name: "#{config.name}/#{shard}",
+      friendly_name: ~c"#{config.name}/#{shard}",
+      initial_members: Enum.map(holders, &LiteStash.Cluster.server_id(config.name, shard, &1)),
+      machine: {:module, LiteStash.Cluster.Machine, %{store: config.name, shard: shard}},
+      log_init_args: %{uid: uid, snapshot_interval: config.snapshot_interval}
+    }
+
+    case ra().start_server(config.system, server) do
+      :ok -> :ok
+      {:error, {:already_started, _}} -> :ok
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  # Ra is optional (not a dependency of LiteStash): its modules are named
+  # at run time, so that LiteStash compiles, without warnings, with or
+  # without Ra on the code path.
+  defp ra(module \\ :ra), do: module
+end
