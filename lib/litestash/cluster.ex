@@ -610,8 +610,10 @@ defmodule LiteStash.Cluster do
   def log_overview(name, shard) do
     case ra(:ra_server_proc).local_state_query(server_id(name, shard, node()), :all, 5_000) do
       {:ok, %{log: log}, _} ->
-        snapshot = ra(:ra_log).snapshot_index_term(log)
-        %{snapshot_index: if(snapshot, do: elem(snapshot, 0), else: 0)}
+        case ra(:ra_log).snapshot_index_term(log) do
+          {index, _term} -> %{snapshot_index: index}
+          :undefined -> %{snapshot_index: 0}
+        end
 
       other ->
         {:error, other}

@@ -16,15 +16,21 @@ defmodule LiteStash.Cluster.Machine do
 
   alias LiteStash.Cluster.Replica
 
-  # How often (in entries) the machine offers Ra a point to snapshot at;
-  # Ra decides whether to take one (snapshot_interval, segments to free).
+  # How often (in entries) the machine offers Ra a point to snapshot at, at
+  # most; Ra decides whether to take one (snapshot_interval, segments to
+  # free).
   @release_every 256
 
-  @type state :: %{name: atom(), shard: non_neg_integer()}
+  @type state :: %{name: atom(), shard: non_neg_integer(), release_every: pos_integer()}
 
   @doc false
   @spec init(map()) :: state()
-  def init(%{store: name, shard: shard}), do: %{name: name, shard: shard}
+  def init(%{store: name, shard: shard} = config),
+    do: %{
+      name: name,
+      shard: shard,
+      release_every: min(Map.get(config, :release_every, @release_every), @release_every)
+    }
 
   @doc false
   def apply(%{index: index} = meta, {:ops, ops}, %{name: name, shard: shard} = state) do
@@ -50,7 +56,7 @@ defmodule LiteStash.Cluster.Machine do
   # change nothing in the file.
   def apply(%{index: index}, _command, state), do: {state, :ok, release(index, state)}
 
-  defp release(index, state) when rem(index, @release_every) == 0,
+  defp release(index, %{release_every: every} = state) when rem(index, every) == 0,
     do: [{:release_cursor, index, state}]
 
   defp release(_index, _state), do: []

@@ -117,7 +117,9 @@ defmodule LiteStash.Cluster.Member do
       cluster_name: "#{config.name}/#{shard}",
       friendly_name: ~c"#{config.name}/#{shard}",
       initial_members: Enum.map(holders, &LiteStash.Cluster.server_id(config.name, shard, &1)),
-      machine: {:module, LiteStash.Cluster.Machine, %{store: config.name, shard: shard}},
+      machine:
+        {:module, LiteStash.Cluster.Machine,
+         %{store: config.name, shard: shard, release_every: config.snapshot_interval}},
       log_init_args: %{uid: uid, snapshot_interval: config.snapshot_interval}
     }
 
