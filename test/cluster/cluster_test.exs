@@ -59,7 +59,7 @@ defmodule LiteStash.ClusterTest do
     Process.sleep(1_500)
 
     victim = most_leading(members)
-    led = led_shards(hd(members -- [victim]), victim)
+    led = led_shards(victim, victim.node)
     killed_at = now()
     Nodes.kill!(victim)
     survivors = members -- [victim]
@@ -69,14 +69,14 @@ defmodule LiteStash.ClusterTest do
     after_kill = for {_key, _value, shard, at} <- acked, at > killed_at, do: {shard, at}
     assert after_kill != [], "no write was acknowledged after the leader's death"
 
-    first =
-      after_kill
-      |> Enum.filter(fn {shard, _} -> shard in led end)
-      |> Enum.map(&elem(&1, 1))
-      |> Enum.min(fn -> nil end)
+    # The figure the README reports: from the SIGKILL to the first write
+    # acknowledged on a shard the killed node led.
+    led_acks = for {shard, at} <- after_kill, shard in led, do: at - killed_at
 
-    if first,
-      do: IO.puts("\n  leader death to first ack on a shard it led: #{first - killed_at} ms")
+    IO.puts(
+      "\n  leader death to first ack: #{inspect(Enum.min(led_acks, fn -> nil end))} ms " <>
+        "(#{length(led)} shards led by the killed node, #{length(led_acks)} acks on them after)"
+    )
 
     assert_acked(survivors, acked, unsure)
 
@@ -232,11 +232,8 @@ defmodule LiteStash.ClusterTest do
     {acked, unsure}
   end
 
-  defp most_leading(members) do
-    {:ok, info} = rpc(hd(members), :info, [])
-    leaders = Enum.frequencies_by(info, & &1.leader)
-    Enum.max_by(members, &Map.get(leaders, &1.node, 0))
-  end
+  # A leader knows it leads; a follower's view may lag.
+  defp most_leading(members), do: Enum.max_by(members, &length(led_shards(&1, &1.node)))
 
   defp led_shards(member, leader) do
     {:ok, info} = rpc(member, :info, [])
