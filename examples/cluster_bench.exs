@@ -15,7 +15,9 @@ unless function_exported?(LiteStash.Native, :replica_apply, 5) do
 end
 
 Nodes.ensure_distributed!()
-dir = Path.join(System.tmp_dir!(), "litestash-cluster-bench-#{System.unique_integer([:positive])}")
+
+dir =
+  Path.join(System.tmp_dir!(), "litestash-cluster-bench-#{System.unique_integer([:positive])}")
 
 start = fn count ->
   tag = System.unique_integer([:positive])
@@ -67,13 +69,21 @@ for {label, count} <- [{"1 member ", 1}, {"3 members", 3}] do
     [other | _] = members -- [leader]
     {:ok, info} = :erpc.call(leader.node, LiteStash.Cluster, :info, [:kv])
     led = for %{leader: l, shard: s} <- info, l == leader.node, do: s
-    key = Enum.find(Stream.map(1..100_000, &"probe#{&1}"), &(LiteStash.Cluster.Replica.shard_of(&1) in led))
+
+    key =
+      Enum.find(
+        Stream.map(1..100_000, &"probe#{&1}"),
+        &(LiteStash.Cluster.Replica.shard_of(&1) in led)
+      )
 
     if key do
       t0 = System.monotonic_time(:millisecond)
       Nodes.kill!(leader)
       :ok = :erpc.call(other.node, LiteStash.Cluster, :set, [:kv, key, 1])
-      IO.puts("leader death to first ack on a shard it led: #{System.monotonic_time(:millisecond) - t0} ms")
+
+      IO.puts(
+        "leader death to first ack on a shard it led: #{System.monotonic_time(:millisecond) - t0} ms"
+      )
     end
   end
 

@@ -372,18 +372,16 @@ defmodule LiteStash.Cluster do
     end
   end
 
-  defp consistent_read(config, shard, _query, deadline, []) do
+  defp consistent_read(config, shard, query, deadline, []) do
     if now() + 25 < deadline do
       Process.sleep(25)
-      consistent_read(config, shard, nil, deadline, candidates(config, shard))
+      consistent_read(config, shard, query, deadline, candidates(config, shard))
     else
       {:error, no_quorum(config, shard)}
     end
   end
 
   defp consistent_read(config, shard, query, deadline, [server | rest]) do
-    query = query || {LiteStash.Cluster.Machine, :read, [:get, []]}
-
     case ra().consistent_query(server, query, max(deadline - now(), 1)) do
       {:ok, result, leader} ->
         remember_leader(config, shard, leader)
