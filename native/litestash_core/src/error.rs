@@ -116,6 +116,11 @@ impl Error {
         &self.message
     }
 
+    /// The error of a key that is not stored, naming it.
+    pub fn not_found(key: &str) -> Error {
+        Error::new(ErrorKind::NotFound, format!("key {key:?} not found"))
+    }
+
     pub(crate) fn closed() -> Error {
         Error::new(ErrorKind::Closed, "the store is closed")
     }
