@@ -28,6 +28,7 @@ test: export LITESTASH_INTEROP_PYTHON := $(abspath $(INTEROP_VENV)/bin/python)
 test: elixir interop-venv
 	cargo test --workspace --locked
 	mix test
+	cd bench && mix test
 
 interop-venv: $(INTEROP_STAMP)
 
@@ -44,6 +45,9 @@ lint: elixir
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	mix format --check-formatted
 	mix compile --warnings-as-errors --force
+	cd bench && mix compile --warnings-as-errors --force
 
+# The benchmark, its own Mix project in bench/ (a path dependency on this
+# one): `make bench ARGS="--quick"` passes options; `ARGS=--help` lists them.
 bench: elixir
-	MIX_ENV=prod mix litestash.bench
+	cd bench && MIX_ENV=prod mix litestash.bench $(ARGS)

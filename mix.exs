@@ -125,9 +125,9 @@ defmodule LiteStash.MixProject do
       # user's build.
       elixirc_options: [warnings_as_errors: Mix.env() != :prod],
       deps: [],
-      # :mnesia and :dets serve only `mix litestash.bench`, as peers to compare
-      # with; :telemetry is called only when the host application has it.
-      xref: [exclude: [:mnesia, :dets, :telemetry]],
+      # LiteStash.Telemetry calls :telemetry only when the host application
+      # has it; LiteStash does not depend on it.
+      xref: [exclude: [:telemetry]],
       description: description(),
       package: package(),
       source_url: @source_url,
