@@ -2,7 +2,8 @@ defmodule LiteStash.Bench.Raw do
   @moduledoc """
   Runs the raw SQLite baseline of the benchmark, the Rust program
   `bench/raw_baseline` (rusqlite on the same 16-file layout, no BEAM; a
-  crate of the repository's Cargo workspace), and reads its results.
+  Cargo workspace of its own, so that the hex package's workspace does not
+  name it), and reads its results.
 
   The program prints one line per workload:
 
@@ -13,8 +14,8 @@ defmodule LiteStash.Bench.Raw do
   @type results :: %{String.t() => LiteStash.Bench.Workloads.result()}
 
   @doc """
-  Builds the program with `cargo build --release --locked -p raw_baseline`
-  in the Cargo workspace at the repository's root (before any timing
+  Builds the program with `cargo build --release --locked --manifest-path
+  bench/raw_baseline/Cargo.toml`, into the repository's `target/` (before any timing
   starts), echoing cargo's output on standard error. Raises `Mix.Error` when cargo or the
   workspace is missing or the build fails.
   """
@@ -24,7 +25,8 @@ defmodule LiteStash.Bench.Raw do
 
     case System.cmd(
            cargo!(),
-           ~w(build --release --locked -p raw_baseline --target-dir) ++ [target_dir(root)],
+           ~w(build --release --locked --manifest-path bench/raw_baseline/Cargo.toml --target-dir) ++
+             [target_dir(root)],
            cd: root,
            # Standard error, with the progress: standard output is the report.
            into: IO.stream(:standard_error, :line),

@@ -80,8 +80,8 @@ defmodule Mix.Tasks.Litestash.Bench do
   deleting half of the keys and after `compact/1`. It runs once, after any
   `--repeat` rounds.
 
-  The raw baseline (`bench/raw_baseline`, a crate of the repository's Cargo
-  workspace, built with `cargo build --release`) writes the same keys and
+  The raw baseline (`bench/raw_baseline`, a Cargo workspace of its own,
+  built with `cargo build --release`) writes the same keys and
   values with one transaction per write, with 1,000 writes per transaction,
   and with 4 writes per transaction (what W3's 64 callers, each waiting for
   their own write, share per commit of a file on average: 64 / 16), and
