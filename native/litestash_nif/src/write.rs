@@ -291,3 +291,28 @@ write_nif!(
 );
 write_nif!(clear, CLEAR, clear_dirty, false, build_clear, []);
 write_nif!(compact, COMPACT, compact_dirty, false, build_compact, []);
+
+write_nif!(
+    replica_apply,
+    REPLICA_APPLY,
+    replica_apply_dirty,
+    false,
+    build_replica_apply,
+    [shard, index, now_ms, ops]
+);
+write_nif!(
+    shard_install,
+    SHARD_INSTALL,
+    shard_install_dirty,
+    false,
+    build_shard_install,
+    [shard, src]
+);
+
+fn build_replica_apply(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_apply(args, budget)
+}
+
+fn build_shard_install(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_install(args, budget)
+}

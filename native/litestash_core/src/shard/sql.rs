@@ -14,6 +14,10 @@ pub(crate) const ROLLBACK: &str = "ROLLBACK";
 pub(crate) const SAVEPOINT: &str = "SAVEPOINT w";
 pub(crate) const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO w";
 pub(crate) const RELEASE_SAVEPOINT: &str = "RELEASE w";
+/// A savepoint around one op of a replicated entry (inside the above).
+pub(crate) const REPLICA_SAVEPOINT: &str = "SAVEPOINT r";
+pub(crate) const ROLLBACK_TO_REPLICA_SAVEPOINT: &str = "ROLLBACK TO r";
+pub(crate) const RELEASE_REPLICA_SAVEPOINT: &str = "RELEASE r";
 
 /// The contract's optional expiry table (section 9).
 pub(crate) const EXPIRY_DDL: &str =
@@ -183,3 +187,22 @@ impl TableSql {
         )
     }
 }
+
+/// The contract's optional replica table (section 10).
+pub(crate) const REPLICA_DDL: &str = "CREATE TABLE IF NOT EXISTS litestash_replica (\n  \
+     name VARCHAR NOT NULL PRIMARY KEY,\n  value BLOB NOT NULL\n);\n";
+
+/// Whether the file has the replica table: it is a replica's.
+pub(crate) const HAS_REPLICA_TABLE: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litestash_replica')";
+
+/// The name under which a replica keeps the index of the last log entry
+/// it applied.
+pub(crate) const APPLIED_INDEX: &str = "applied_index";
+
+/// A replica's value `?1` (MessagePack).
+pub(crate) const REPLICA_GET: &str = "SELECT value FROM litestash_replica WHERE name = ?1";
+
+/// Sets a replica's value: `?1` name, `?2` MessagePack bytes.
+pub(crate) const REPLICA_SET: &str = "INSERT INTO litestash_replica (name, value) VALUES (?1, ?2) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
