@@ -3,8 +3,10 @@
 [
   inputs: [
     "{mix,.formatter}.exs",
-    "{config,lib,bench,examples}/**/*.{ex,exs}",
+    "{config,lib,examples}/**/*.{ex,exs}",
     "test/*.{ex,exs}",
     "test/{support,litestash,mix,interop,reliability}/**/*.{ex,exs}"
-  ]
+  ],
+  # The benchmark, a Mix project of its own.
+  subdirectories: ["bench"]
 ]

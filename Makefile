@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench elixir interop-venv ra
+.PHONY: demo test lint bench elixir interop-venv no-test-hooks ra
 
 # The interop tests' Python: a virtualenv under _build with msgpack for
 # test/interop/contract.py, so that no system Python package is touched. The
@@ -36,8 +36,9 @@ demo: elixir
 test: export LITESTASH_INTEROP_PYTHON := $(abspath $(INTEROP_VENV)/bin/python)
 test: export ERL_LIBS := $(abspath $(RA_DIR))$(if $(ERL_LIBS),:$(ERL_LIBS))
 test: elixir interop-venv ra
-	cargo test --workspace --locked
+	cargo test --workspace --all-features --locked
 	mix test
+	cd bench && mix test
 
 interop-venv: $(INTEROP_STAMP)
 
@@ -65,11 +66,31 @@ $(RA_STAMP):
 	done; \
 	touch $@
 
+RAW_BASELINE := --manifest-path bench/raw_baseline/Cargo.toml
+
 lint: elixir
 	cargo fmt --all -- --check
+	cargo fmt $(RAW_BASELINE) -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+	cargo clippy $(RAW_BASELINE) --all-targets --locked --target-dir target -- -D warnings
 	mix format --check-formatted
 	mix compile --warnings-as-errors --force
+	cd bench && mix compile --warnings-as-errors --force
+	$(MAKE) no-test-hooks
 
+# The product's library has none of the test hooks' NIFs; the :test build,
+# compiled from the same sources, has them (so that this check can fail).
+no-test-hooks: elixir
+	mix compile
+	MIX_ENV=test mix compile
+	@grep -qa debug_poison_locks priv/native/litestash_nif_test.so || \
+	  { echo "the :test build lacks the test hooks: this check proves nothing"; exit 1; }
+	@! grep -qa debug_poison_locks priv/native/litestash_nif.so || \
+	  { echo "priv/native/litestash_nif.so carries test hooks"; exit 1; }
+	@echo "==> no test hooks in priv/native/litestash_nif.so"
+
+# The benchmark, its own Mix project in bench/ (a path dependency on this
+# one): `make bench ARGS="--quick"` passes options; `ARGS=--help` lists them.
 bench: elixir
-	MIX_ENV=prod mix litestash.bench
+	cd bench && MIX_ENV=prod mix litestash.bench $(ARGS)

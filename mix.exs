@@ -14,7 +14,7 @@ defmodule Mix.Tasks.Compile.LitestashNative do
   @impl Mix.Task.Compiler
   def run(_args) do
     root = Path.dirname(Mix.Project.project_file())
-    installed = Path.join([root, "priv", "native", @library <> ".so"])
+    installed = Path.join([root, "priv", "native", installed_name() <> ".so"])
     manifest = Path.join(Mix.Project.manifest_path(), "compile.litestash_native")
     fingerprint = fingerprint(root)
 
@@ -65,9 +65,19 @@ defmodule Mix.Tasks.Compile.LitestashNative do
       """)
   end
 
+  # The :test build carries the NIFs that poison locks and inject panics
+  # (cargo feature test-hooks), under a name of its own so that it never
+  # stands in for the product's library; LiteStash.Native loads the one of
+  # its environment.
+  defp test_build?, do: Mix.env() == :test
+  defp installed_name, do: if(test_build?(), do: @library <> "_test", else: @library)
+
   defp build(root, installed) do
     target_dir = Path.join(root, "target")
-    args = ~w(build --release --locked -p litestash_nif --target-dir) ++ [target_dir]
+    features = if test_build?(), do: ~w(--features test-hooks), else: []
+
+    args = ~w(build --release --locked -p litestash_nif --target-dir) ++ [target_dir] ++ features
+
     Mix.shell().info("Compiling LiteStash NIF (cargo #{Enum.join(args, " ")})")
 
     case System.cmd(cargo(), args,
@@ -115,9 +125,9 @@ defmodule LiteStash.MixProject do
       # user's build.
       elixirc_options: [warnings_as_errors: Mix.env() != :prod],
       deps: [],
-      # :mnesia and :dets serve only `mix litestash.bench`, as peers to compare
-      # with; :telemetry is called only when the host application has it.
-      xref: [exclude: [:mnesia, :dets, :telemetry]],
+      # LiteStash.Telemetry calls :telemetry only when the host application
+      # has it; LiteStash does not depend on it.
+      xref: [exclude: [:telemetry]],
       description: description(),
       package: package(),
       source_url: @source_url,

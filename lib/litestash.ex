@@ -82,6 +82,12 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:replica` - `true` opens the data dir as one replica of a clustered
+      store: its files get the contract's replica table (section 10), and
+      only the cluster's log writes them (every other write answers
+      `:replicated`). Set by `LiteStash.Cluster`; not for direct use.
+      Default `false`. A store opened without it reads a replica's files and
+      refuses to write them.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -107,7 +113,7 @@ defmodule LiteStash do
   another language reads as `:nan`, `:infinity` or `:neg_infinity`.
   """
 
-  alias LiteStash.{Error, Native}
+  alias LiteStash.{Call, Error, Native}
 
   @typedoc "A store's registered name (or its owner's pid)."
   @type server :: atom() | pid()
@@ -132,6 +138,7 @@ defmodule LiteStash do
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:replica, boolean()}
 
   @defaults [
     data_dir: "./data",
@@ -140,7 +147,8 @@ defmodule LiteStash do
     busy_timeout: 30_000,
     max_page_count: nil,
     sweep_interval: 1_000,
-    inline_commits: 1
+    inline_commits: 1,
+    replica: false
   ]
 
   @doc """
@@ -163,14 +171,10 @@ defmodule LiteStash do
     opts = validate_options!(opts)
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
-    case Native.open(
-           path,
-           opts[:synchronous],
-           opts[:busy_timeout],
-           opts[:max_page_count],
-           opts[:sweep_interval],
-           opts[:inline_commits]
-         ) do
+    # Every validated option but these two reaches the NIF, as a map.
+    native_options = opts |> Keyword.drop([:name, :data_dir]) |> Map.new()
+
+    case Native.open(path, native_options) do
       {:ok, store} ->
         case LiteStash.Owner.start_link({store, opts[:name]}) do
           {:ok, pid} ->
@@ -224,7 +228,8 @@ defmodule LiteStash do
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
-    inline_commits: "an integer from 0 to 1024"
+    inline_commits: "an integer from 0 to 1024",
+    replica: "a boolean"
   }
 
   defp validate_option!(key, value) do
@@ -254,6 +259,7 @@ defmodule LiteStash do
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+  defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
 
@@ -299,12 +305,7 @@ defmodule LiteStash do
     key = key!(key)
     ttl = ttl_option!(opts)
 
-    command(server, :set, fn store ->
-      write(
-        &Native.set(store, &1, key, value, {:set, ttl}),
-        &Native.set_dirty(store, &1, key, value, {:set, ttl})
-      )
-    end)
+    Call.write(server, :set, &Native.set(&1, &2, key, value, ttl))
   end
 
   defp ttl_option!(opts) do
@@ -339,22 +340,7 @@ defmodule LiteStash do
   def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
     pairs = Enum.map(pairs, fn {key, value} -> {key!(key), value} end)
 
-    command(server, :mset, fn store ->
-      case pairs do
-        [] ->
-          :ok
-
-        # Decoding a long list of pairs is too much for a normal scheduler.
-        pairs when length(pairs) > 1_000 ->
-          write(&Native.set_many_dirty(store, &1, pairs), nil)
-
-        _ ->
-          write(
-            &Native.set_many(store, &1, pairs),
-            &Native.set_many_dirty(store, &1, pairs)
-          )
-      end
-    end)
+    Call.write(server, :mset, &Native.set_many(&1, &2, pairs))
   end
 
   @doc """
@@ -364,48 +350,13 @@ defmodule LiteStash do
   def delete(server \\ __MODULE__, key) do
     key = key!(key)
 
-    command(server, :delete, fn store ->
-      write(&Native.delete(store, &1, key), &Native.delete_dirty(store, &1, key))
-    end)
+    Call.write(server, :delete, &Native.delete(&1, &2, key))
   end
 
   @doc "Deletes every key of every shard. Returns `:ok` once committed."
   @spec clear(server()) :: :ok | {:error, Error.t()}
   def clear(server \\ __MODULE__) do
-    command(server, :clear, fn store ->
-      write(&Native.clear(store, &1), nil)
-    end)
-  end
-
-  # Hands a write over and returns its answer. `queue` runs on the caller's
-  # scheduler and queues the write for its shard's writer thread, whose
-  # answer comes as `{ref, answer}` (the reference is made here so that the
-  # receive skips the rest of the mailbox). It returns `:reschedule` when the
-  # write is better done by `queue_dirty` on a dirty scheduler: a term too
-  # large to convert here, or an idle shard writer, in which case the write
-  # commits right there and its answer comes back directly.
-  defp write(queue, queue_dirty) do
-    ref = make_ref()
-
-    case queue.(ref) do
-      :queued ->
-        await(ref)
-
-      :reschedule ->
-        case queue_dirty.(ref) do
-          :queued -> await(ref)
-          answer -> answer
-        end
-
-      answer ->
-        answer
-    end
-  end
-
-  defp await(ref) do
-    receive do
-      {^ref, answer} -> answer
-    end
+    Call.write(server, :clear, &Native.clear(&1, &2))
   end
 
   ## Reads
@@ -418,9 +369,7 @@ defmodule LiteStash do
   def get(server \\ __MODULE__, key) do
     key = key!(key)
 
-    command(server, :get, fn store ->
-      Native.get(store, key)
-    end)
+    Call.read(server, :get, &Native.get(&1, key))
   end
 
   @doc "Like `get/2`, but returns the value or raises `LiteStash.Error`."
@@ -440,9 +389,7 @@ defmodule LiteStash do
   def mget(server \\ __MODULE__, keys) when is_list(keys) do
     keys = Enum.map(keys, &key!/1)
 
-    command(server, :mget, fn store ->
-      Native.get_many(store, keys)
-    end)
+    Call.read(server, :mget, &Native.get_many(&1, keys))
   end
 
   @doc """
@@ -453,12 +400,7 @@ defmodule LiteStash do
   def exists?(server \\ __MODULE__, key) do
     key = key!(key)
 
-    result =
-      command(server, :exists, fn store ->
-        Native.exists(store, key)
-      end)
-
-    case result do
+    case Call.read(server, :exists, &Native.exists(&1, key)) do
       {:ok, found} -> found
       {:error, error} -> raise error
     end
@@ -478,9 +420,7 @@ defmodule LiteStash do
   def keys(server, opts) do
     prefix = prefix_option!(opts, [])
 
-    command(server, :keys, fn store ->
-      Native.keys(store, prefix)
-    end)
+    Call.read(server, :keys, &Native.keys(&1, prefix))
   end
 
   @doc """
@@ -494,9 +434,7 @@ defmodule LiteStash do
   def count(server, opts) do
     prefix = prefix_option!(opts, [])
 
-    command(server, :count, fn store ->
-      Native.count(store, prefix)
-    end)
+    Call.read(server, :count, &Native.count(&1, prefix))
   end
 
   @doc """
@@ -535,7 +473,12 @@ defmodule LiteStash do
     end
 
     Stream.resource(
-      fn -> {fetch!(server), 0, nil} end,
+      fn ->
+        case Call.target(server) do
+          {:ok, target} -> {target, 0, nil}
+          {:error, error} -> raise error
+        end
+      end,
       &next_chunk(&1, prefix, chunk),
       fn
         {_store, _shard, nil} -> :ok
@@ -544,21 +487,23 @@ defmodule LiteStash do
     )
   end
 
-  @shards 16
-
-  defp next_chunk({store, @shards, nil}, _prefix, _chunk), do: {:halt, {store, @shards, nil}}
-
-  defp next_chunk({store, shard, nil}, prefix, chunk) do
-    case Native.snapshot_open(store, shard, prefix) do
-      {:ok, cursor} -> next_chunk({store, shard, cursor}, prefix, chunk)
-      {:error, error} -> raise error
-    end
+  defp next_chunk({_store, shard, nil} = state, prefix, chunk) do
+    if shard < Native.shard_count(),
+      do: open_chunk(state, prefix, chunk),
+      else: {:halt, state}
   end
 
   defp next_chunk({store, shard, cursor}, _prefix, chunk) do
     case Native.snapshot_next(cursor, chunk, true) do
       {:ok, []} -> {[], {store, shard + 1, nil}}
       {:ok, pairs} -> {pairs, {store, shard, cursor}}
+      {:error, error} -> raise error
+    end
+  end
+
+  defp open_chunk({store, shard, nil}, prefix, chunk) do
+    case Native.snapshot_open(store, shard, prefix) do
+      {:ok, cursor} -> next_chunk({store, shard, cursor}, prefix, chunk)
       {:error, error} -> raise error
     end
   end
@@ -596,9 +541,7 @@ defmodule LiteStash do
             "expire/3 takes a positive integer of milliseconds, got: #{inspect(ms)}"
     end
 
-    command(server, :expire, fn store ->
-      write(&Native.expire(store, &1, key, ms), nil)
-    end)
+    Call.write(server, :expire, &Native.expire(&1, &2, key, ms))
   end
 
   @doc """
@@ -609,9 +552,7 @@ defmodule LiteStash do
   def persist(server \\ __MODULE__, key) do
     key = key!(key)
 
-    command(server, :persist, fn store ->
-      write(&Native.expire(store, &1, key, nil), nil)
-    end)
+    Call.write(server, :persist, &Native.expire(&1, &2, key, nil))
   end
 
   @doc """
@@ -622,9 +563,7 @@ defmodule LiteStash do
   def ttl(server \\ __MODULE__, key) do
     key = key!(key)
 
-    command(server, :ttl, fn store ->
-      Native.ttl(store, key)
-    end)
+    Call.read(server, :ttl, &Native.ttl(&1, key))
   end
 
   ## Atomic read-modify-write
@@ -662,9 +601,7 @@ defmodule LiteStash do
       raise ArgumentError, "incr takes an integer in -2^63..2^63-1 to add, got: #{inspect(by)}"
     end
 
-    command(server, :incr, fn store ->
-      write(&Native.incr(store, &1, key, by), &Native.incr_dirty(store, &1, key, by))
-    end)
+    Call.write(server, :incr, &Native.incr(&1, &2, key, by))
   end
 
   @doc """
@@ -675,12 +612,7 @@ defmodule LiteStash do
   def put_new(server \\ __MODULE__, key, value) do
     key = key!(key)
 
-    command(server, :put_new, fn store ->
-      write(
-        &Native.set(store, &1, key, value, :put_new),
-        &Native.set_dirty(store, &1, key, value, :put_new)
-      )
-    end)
+    Call.write(server, :put_new, &Native.put_new(&1, &2, key, value))
   end
 
   @doc """
@@ -696,12 +628,7 @@ defmodule LiteStash do
   def compare_and_set(server \\ __MODULE__, key, expected, new) do
     key = key!(key)
 
-    command(server, :compare_and_set, fn store ->
-      write(
-        &Native.compare_and_set(store, &1, key, expected, new),
-        &Native.compare_and_set_dirty(store, &1, key, expected, new)
-      )
-    end)
+    Call.write(server, :compare_and_set, &Native.compare_and_set(&1, &2, key, expected, new))
   end
 
   ## Backup and maintenance
@@ -717,12 +644,12 @@ defmodule LiteStash do
   def backup(server \\ __MODULE__, dest_dir) when is_binary(dest_dir) do
     dest = Path.expand(dest_dir)
 
-    command(server, :backup, fn store ->
+    Call.read(server, :backup, fn target ->
       start = System.monotonic_time()
-      result = Native.backup(store, dest)
+      result = Native.backup(target, dest)
 
-      with {:ok, {_, name, true}} <- fetch(server) do
-        LiteStash.Telemetry.backup_done(name, dest, System.monotonic_time() - start, result)
+      if LiteStash.Telemetry.listening_now?() do
+        LiteStash.Telemetry.backup_done(server, dest, System.monotonic_time() - start, result)
       end
 
       result
@@ -735,9 +662,7 @@ defmodule LiteStash do
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(server \\ __MODULE__) do
-    command(server, :info, fn store ->
-      Native.info(store)
-    end)
+    Call.read(server, :info, &Native.info/1)
   end
 
   @doc """
@@ -750,9 +675,7 @@ defmodule LiteStash do
   """
   @spec compact(server()) :: :ok | {:error, Error.t()}
   def compact(server \\ __MODULE__) do
-    command(server, :compact, fn store ->
-      write(&Native.compact(store, &1), nil)
-    end)
+    Call.write(server, :compact, &Native.compact/2)
   end
 
   ## Helpers
@@ -761,45 +684,6 @@ defmodule LiteStash do
 
   defp key!(key) do
     raise ArgumentError, "a LiteStash key must be a binary (a UTF-8 string), got: #{inspect(key)}"
-  end
-
-  # Runs `fun` with the store's handle, inside a telemetry span when the
-  # host application has :telemetry (decided once, when the store started).
-  defp command(server, command, fun) do
-    case fetch(server) do
-      {:ok, {store, _name, false}} -> fun.(store)
-      {:ok, {store, name, true}} -> LiteStash.Telemetry.span(name, command, fn -> fun.(store) end)
-      {:error, _} = error -> error
-    end
-  end
-
-  defp fetch(server) when is_atom(server) do
-    case Native.lookup(server) do
-      nil -> {:error, not_running(server)}
-      handle -> {:ok, handle}
-    end
-  end
-
-  defp fetch(server) when is_pid(server) do
-    case Process.info(server, :registered_name) do
-      {:registered_name, name} when is_atom(name) and name != [] -> fetch(name)
-      _ -> {:error, not_running(server)}
-    end
-  end
-
-  defp fetch(server) do
-    raise ArgumentError, "a LiteStash server is a name (atom) or a pid, got: #{inspect(server)}"
-  end
-
-  defp fetch!(server) do
-    case fetch(server) do
-      {:ok, {store, _name, _telemetry}} -> store
-      {:error, error} -> raise error
-    end
-  end
-
-  defp not_running(server) do
-    %Error{reason: :closed, message: "no LiteStash store #{inspect(server)} is running"}
   end
 
   defp bang!(:ok), do: :ok

@@ -24,10 +24,65 @@ defmodule LiteStash.Error do
     * `:not_litestash` - an SQLite file that is not a LiteStash shard
     * `:newer_version` - a file from a newer contract version
     * `:legacy_format` - a data dir of the Python litestash 0.1 package
+    * `:invalid_argument` - an argument the store cannot use (a backup
+      destination that is not empty, a shard index out of range)
+    * `:not_an_integer` - `incr/3` on a value that is not an integer, or a
+      sum outside -2^63..2^63-1
+    * `:exists` - `put_new/3` on a key that is stored
+    * `:mismatch` - `compare_and_set/4` found another value
+    * `:replicated` - the shard file is one replica of a clustered store
+      (it holds the contract's `litestash_replica` table): it is written only
+      through its cluster; a store opened without the cluster reads it
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 
+  @typedoc "Why a call failed; see \"Reasons\"."
+  @type reason ::
+          :not_found
+          | :invalid_key
+          | :unsupported_value
+          | :value_too_large
+          | :too_deep
+          | :corrupt_value
+          | :closed
+          | :already_open
+          | :disk_full
+          | :corrupt
+          | :busy
+          | :io
+          | :permission_denied
+          | :read_only
+          | :not_a_directory
+          | :not_litestash
+          | :newer_version
+          | :legacy_format
+          | :invalid_argument
+          | :not_an_integer
+          | :exists
+          | :mismatch
+          | :replicated
+          | :internal
+
   defexception [:reason, :message]
 
-  @type t :: %__MODULE__{reason: atom(), message: String.t()}
+  @type t :: %__MODULE__{reason: reason(), message: String.t()}
+
+  @doc """
+  Every reason a LiteStash call can give, as `@type reason` lists them.
+
+      iex> :not_found in LiteStash.Error.reasons()
+      true
+  """
+  @spec reasons() :: [reason()]
+  def reasons do
+    {:ok, types} = Code.Typespec.fetch_types(__MODULE__)
+
+    Enum.find_value(types, fn
+      {:type, {:reason, union, []}} -> union_atoms(union)
+      _ -> nil
+    end)
+  end
+
+  defp union_atoms({:type, _, :union, members}), do: Enum.flat_map(members, &union_atoms/1)
+  defp union_atoms({:atom, _, atom}), do: [atom]
 end

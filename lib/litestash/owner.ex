@@ -1,8 +1,8 @@
 defmodule LiteStash.Owner do
   @moduledoc false
-  # The process that owns a store's lifecycle. Callers never message it: they
-  # find the store handle in the NIF's registry (Native.lookup/1; not
-  # :persistent_term, see REGISTRY in nifs.rs) and call the NIF directly. The
+  # The process that owns a store's lifecycle. Callers never message it: the
+  # NIF finds the store in its registry by name or by this process's pid
+  # (not :persistent_term, see registry.rs) and runs the call directly. The
   # NIF monitors this process, so the store is closed and its data dir
   # released even when the owner is killed without running terminate/2.
 
@@ -11,25 +11,24 @@ defmodule LiteStash.Owner do
   alias LiteStash.Native
 
   def start_link({store, name}) do
-    GenServer.start_link(__MODULE__, {store, name}, name: name)
+    if name,
+      do: GenServer.start_link(__MODULE__, {store, name}, name: name),
+      else: GenServer.start_link(__MODULE__, {store, name})
   end
 
   @impl GenServer
   def init({store, name}) do
     Process.flag(:trap_exit, true)
     :ok = Native.monitor_owner(store)
+    # An atom name is resolved by the NIF; any other name through its pid.
+    :ok = Native.register(if(is_atom(name), do: name), store)
     telemetry? = LiteStash.Telemetry.enabled?()
     # Commands run in spans, and writers report their commits, only while
     # someone listens: with no handler attached, telemetry costs nothing.
-    listening? = telemetry? and LiteStash.Telemetry.listening?()
-    :ok = listen(store, name, listening?)
-    if telemetry?, do: schedule_refresh()
-    {:ok, %{store: store, name: name, listening?: listening?}}
-  end
-
-  defp listen(store, name, listening?) do
+    listening? = telemetry? and LiteStash.Telemetry.refresh()
     :ok = Native.set_event_receiver(store, if(listening?, do: self()))
-    Native.register(name, store, listening?)
+    if telemetry?, do: schedule_refresh()
+    {:ok, %{store: store, name: name || self(), listening?: listening?}}
   end
 
   # How often the owner looks for newly attached or detached handlers.
@@ -44,10 +43,10 @@ defmodule LiteStash.Owner do
   end
 
   def handle_info(:refresh_telemetry, state) do
-    listening? = LiteStash.Telemetry.listening?()
+    listening? = LiteStash.Telemetry.refresh()
 
     if listening? != state.listening? do
-      :ok = listen(state.store, state.name, listening?)
+      :ok = Native.set_event_receiver(state.store, if(listening?, do: self()))
     end
 
     schedule_refresh()
@@ -57,8 +56,8 @@ defmodule LiteStash.Owner do
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl GenServer
-  def terminate(_reason, %{store: store, name: name}) do
-    Native.unregister(name, store)
+  def terminate(_reason, %{store: store}) do
+    Native.unregister(store)
     Native.close(store)
   end
 end

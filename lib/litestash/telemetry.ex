@@ -33,10 +33,28 @@ defmodule LiteStash.Telemetry do
 
   @doc false
   @spec listening?() :: boolean()
-  def listening?, do: :telemetry.list_handlers([:litestash]) != []
+  def listening?, do: enabled?() and :telemetry.list_handlers([:litestash]) != []
+
+  @flag {__MODULE__, :listening}
 
   @doc false
-  @spec span(atom(), atom(), (() -> result)) :: result when result: term()
+  # Whether calls run in spans: one flag for the VM, since handlers are
+  # global. A read of it costs no copy and no lock.
+  @spec listening_now?() :: boolean()
+  def listening_now?, do: :persistent_term.get(@flag, false)
+
+  @doc false
+  # Looks for handlers and records the answer; written only when it changes
+  # (a persistent_term write makes every process scan its heap).
+  @spec refresh() :: boolean()
+  def refresh do
+    listening? = listening?()
+    if listening? != listening_now?(), do: :persistent_term.put(@flag, listening?)
+    listening?
+  end
+
+  @doc false
+  @spec span(term(), atom(), (() -> result)) :: result when result: term()
   def span(store, command, fun) do
     meta = %{store: store, command: command}
     start = System.monotonic_time()
@@ -75,7 +93,7 @@ defmodule LiteStash.Telemetry do
   end
 
   @doc false
-  @spec writer_event(atom(), :commit | :sweep, String.t(), non_neg_integer(), non_neg_integer()) ::
+  @spec writer_event(term(), :commit | :sweep, String.t(), non_neg_integer(), non_neg_integer()) ::
           :ok
   def writer_event(store, kind, shard, count, duration_us) do
     count_key = if kind == :commit, do: :batch_size, else: :deleted
@@ -89,7 +107,7 @@ defmodule LiteStash.Telemetry do
   end
 
   @doc false
-  @spec backup_done(atom(), String.t(), integer(), term()) :: :ok
+  @spec backup_done(term(), String.t(), integer(), term()) :: :ok
   def backup_done(store, dest, duration, result) do
     :telemetry.execute([:litestash, :backup, :stop], %{duration: duration}, %{
       store: store,

@@ -10,19 +10,18 @@ defmodule LiteStash.InlineCommitTest do
 
   @moduletag :tmp_dir
 
-  test "an idle shard's writes commit on the dirty scheduler and answer directly",
+  test "an idle store's single-key writes commit inline and answer from the one call",
        %{tmp_dir: dir} do
     s = start_store!(dir, inline_commits: 16, sweep_interval: 3_600_000)
-    {store, _name, _telemetry} = Native.lookup(s)
 
     ref = make_ref()
-    # The normal-scheduler call sees the idle writer and asks for the dirty one.
-    assert Native.set(store, ref, "k", 1, {:set, nil}) == :reschedule
-    assert Native.set_dirty(store, ref, "k", 1, {:set, nil}) == :ok
-    assert {:error, %Error{reason: :exists}} = Native.set_dirty(store, ref, "k", 2, :put_new)
-    assert Native.compare_and_set_dirty(store, ref, "k", 1, 3) == :ok
-    assert Native.incr_dirty(store, ref, "n", 5) == {:ok, 5}
-    assert Native.delete_dirty(store, ref, "n") == :ok
+    # One NIF call each: it continues itself on a dirty IO scheduler, commits
+    # there and returns the answer; nothing comes by message.
+    assert Native.set(s, ref, "k", 1, nil) == :ok
+    assert {:error, %Error{reason: :exists}} = Native.put_new(s, ref, "k", 2)
+    assert Native.compare_and_set(s, ref, "k", 1, 3) == :ok
+    assert Native.incr(s, ref, "n", 5) == {:ok, 5}
+    assert Native.delete(s, ref, "n") == :ok
     refute_receive {^ref, _}, 200
 
     assert LiteStash.get(s, "k") == {:ok, 3}
@@ -37,14 +36,13 @@ defmodule LiteStash.InlineCommitTest do
   test "with inline_commits: 0 every write is queued and answered by message",
        %{tmp_dir: dir} do
     s = start_store!(dir, inline_commits: 0)
-    {store, _name, _telemetry} = Native.lookup(s)
 
     for {call, answer} <- [
-          {&Native.set(store, &1, "k", 1, {:set, nil}), :ok},
-          {&Native.set_dirty(store, &1, "k", 2, {:set, nil}), :ok},
-          {&Native.incr(store, &1, "n", 1), {:ok, 1}},
-          {&Native.incr_dirty(store, &1, "n", 1), {:ok, 2}},
-          {&Native.delete_dirty(store, &1, "n"), :ok}
+          {&Native.set(s, &1, "k", 1, nil), :ok},
+          {&Native.set(s, &1, "k", 2, nil), :ok},
+          {&Native.incr(s, &1, "n", 1), {:ok, 1}},
+          {&Native.incr(s, &1, "n", 1), {:ok, 2}},
+          {&Native.delete(s, &1, "n"), :ok}
         ] do
       ref = make_ref()
       assert call.(ref) == :queued
@@ -57,18 +55,23 @@ defmodule LiteStash.InlineCommitTest do
   test "a value too large for a normal scheduler is converted on a dirty one, then queued",
        %{tmp_dir: dir} do
     s = start_store!(dir, inline_commits: 0)
-    {store, _name, _telemetry} = Native.lookup(s)
     big = Enum.to_list(1..200_000)
 
     ref = make_ref()
-    assert Native.set(store, ref, "big", big, {:set, nil}) == :reschedule
-    assert Native.set_dirty(store, ref, "big", big, {:set, nil}) == :queued
+    # Still one call: it continues on a dirty scheduler to convert the term.
+    assert Native.set(s, ref, "big", big, nil) == :queued
     assert_receive {^ref, :ok}, 10_000
 
-    # The same through LiteStash.set: :reschedule, then :queued, then the
-    # writer thread's message.
     assert LiteStash.set(s, "big2", big) == :ok
     assert LiteStash.get(s, "big2") == {:ok, big}
     refute_received {_, _}
+  end
+
+  test "a store can be called by its owner's pid", %{tmp_dir: dir} do
+    s = start_store!(dir)
+    pid = Process.whereis(s)
+    assert LiteStash.set(pid, "k", 1) == :ok
+    assert LiteStash.get(pid, "k") == {:ok, 1}
+    assert {:ok, _store} = Native.lookup(pid)
   end
 end

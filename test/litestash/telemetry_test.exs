@@ -36,7 +36,7 @@ defmodule LiteStash.TelemetryTest do
   test "commands run in spans only while a handler is attached", %{tmp_dir: dir, handler_id: id} do
     :ok = :telemetry.detach(id)
     s = start_store!(dir)
-    assert {_store, ^s, false} = LiteStash.Native.lookup(s)
+    refute LiteStash.Telemetry.listening_now?()
     :ok = LiteStash.set(s, "quiet", 1)
 
     parent = self()
@@ -45,7 +45,7 @@ defmodule LiteStash.TelemetryTest do
     on_exit(fn -> :telemetry.detach("late-#{id}") end)
 
     # The owner notices the new handler within a second.
-    wait_until(fn -> match?({_, _, true}, LiteStash.Native.lookup(s)) end, 3_000)
+    wait_until(&LiteStash.Telemetry.listening_now?/0, 3_000)
     :ok = LiteStash.set(s, "loud", 1)
 
     assert_receive {:late, [:litestash, :command, :stop], %{duration: _},

@@ -36,14 +36,14 @@ defmodule LiteStash.Reliability.CrashTest do
   test "a clean stop commits every write still queued", %{tmp_dir: dir} do
     # No inline commits: every write goes through a writer thread's queue.
     s = start_store!(Path.join(dir, "data"), inline_commits: 0)
-    {store, _name, _telemetry} = Native.lookup(s)
+    {:ok, store} = Native.lookup(s)
 
     # Queued straight through the NIF, without waiting for any commit, then
     # stopped at once: most of them are still queued when the stop begins.
     refs =
       for i <- 1..5_000 do
         ref = make_ref()
-        :queued = Native.set(store, ref, "q#{i}", %{"i" => i}, {:set, nil})
+        :queued = Native.set(store, ref, "q#{i}", %{"i" => i}, nil)
         ref
       end
 

@@ -12,7 +12,7 @@ defmodule LiteStash.Reliability.FaultsTest do
   @moduletag :tmp_dir
 
   # The NIF's handle of a running store, for calls that bypass the API.
-  defp handle(name), do: elem(Native.lookup(name), 0)
+  defp handle(name), do: elem(Native.lookup(name), 1)
 
   describe "a full disk" do
     test "fails the write with :disk_full, keeps earlier data, and recovers once space returns",
@@ -121,12 +121,8 @@ defmodule LiteStash.Reliability.FaultsTest do
             fn -> Native.ttl(store, "k") end,
             fn -> Native.info(store) end,
             fn -> Native.snapshot_open(store, 0, "") end,
-            fn -> Native.set(store, make_ref(), "k", 2, {:set, nil}) end,
-            fn -> Native.set(store, make_ref(), "k", 2, :put_new) end,
-            fn -> Native.set_dirty(store, make_ref(), "k", 2, {:set, nil}) end,
-            fn -> Native.compare_and_set_dirty(store, make_ref(), "k", 1, 2) end,
-            fn -> Native.incr_dirty(store, make_ref(), "n", 1) end,
-            fn -> Native.delete_dirty(store, make_ref(), "k") end,
+            fn -> Native.set(store, make_ref(), "k", 2, nil) end,
+            fn -> Native.put_new(store, make_ref(), "k", 2) end,
             fn -> Native.compare_and_set(store, make_ref(), "k", 1, 2) end,
             fn -> Native.expire(store, make_ref(), "k", 5) end,
             fn -> Native.incr(store, make_ref(), "n", 1) end,
@@ -260,7 +256,7 @@ defmodule LiteStash.Reliability.FaultsTest do
         assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
         # Its name no longer finds it: once no process holds the handle,
         # the store is freed.
-        assert Native.lookup(name) == nil
+        assert {:error, %Error{reason: :closed}} = Native.lookup(name)
         assert {:error, %Error{reason: :closed}} = LiteStash.get(name, "round")
 
         next = start_store!(dir)
@@ -317,10 +313,21 @@ defmodule LiteStash.Reliability.FaultsTest do
           end)
         end
 
+      # The hook's one line per panic is captured, not printed.
+      Native.debug_capture_panics(true)
+
       for _ <- 1..3 do
         assert {:error, %Error{reason: :internal, message: msg}} = Native.debug_panic()
         assert msg =~ "panic"
       end
+
+      lines = Native.debug_capture_panics(false)
+      assert length(lines) == 3
+
+      assert Enum.all?(
+               lines,
+               &(&1 =~ ~r/^litestash: internal error \(panic caught\) at .*: debug_panic called$/)
+             )
 
       assert Enum.map(writers, &Task.await(&1, 30_000)) == List.duplicate(:done, 8)
       assert LiteStash.count(s) == {:ok, 1_600}
@@ -331,7 +338,10 @@ defmodule LiteStash.Reliability.FaultsTest do
     test "is recovered: reads, writes, stop and a new open all still work", %{tmp_dir: dir} do
       s = start_store!(dir)
       :ok = LiteStash.set(s, "before", 1)
+      Native.debug_capture_panics(true)
       assert Native.debug_poison_locks(handle(s)) == :ok
+      assert [line] = Native.debug_capture_panics(false)
+      assert line =~ "poisoning LiteStash's locks for a test"
 
       assert LiteStash.get(s, "before") == {:ok, 1}
       :ok = LiteStash.mset(s, for(i <- 1..100, do: {"after:#{i}", i}))

@@ -2,10 +2,11 @@
 //! checks of `mix litestash.check` and the figures of `mix litestash.stats`.
 //! Nothing here writes to a shard file.
 
+use crate::admin::size;
 use crate::codec::decode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{key_hash, route, table_names, SHARDS, SHARD_COUNT};
-use crate::shard::{APPLICATION_ID, CONTRACT_VERSION};
+use crate::shard::{self, sql, APPLICATION_ID, CONTRACT_VERSION};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 
@@ -50,10 +51,7 @@ pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
             format!("{}: not a directory", dir.display()),
         ));
     }
-    let paths: Vec<PathBuf> = SHARDS
-        .iter()
-        .map(|s| dir.join(s).join(format!("{s}.db")))
-        .collect();
+    let paths: Vec<PathBuf> = (0..SHARD_COUNT).map(|i| shard::path(dir, i)).collect();
     if !paths.iter().any(|p| p.is_file()) {
         return Err(Error::new(
             ErrorKind::NotLitestash,
@@ -68,13 +66,7 @@ pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
         .collect())
 }
 
-fn size(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
     let mut report = ShardReport {
         shard: SHARDS[index],
         path: path.to_path_buf(),
@@ -82,7 +74,7 @@ fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
         rows: 0,
         expiring: 0,
         file_bytes: size(path),
-        wal_bytes: size(Path::new(&wal)),
+        wal_bytes: size(&shard::beside(path, "-wal")),
     };
     if !path.is_file() {
         report.problems.push("the shard file is missing".into());
@@ -106,57 +98,44 @@ fn check_file(
     )?;
     // A store in another process may be writing: wait for its locks.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA query_only = ON")?;
+    conn.execute_batch(sql::QUERY_ONLY)?;
     let problems = &mut report.problems;
-    let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let app_id: i32 = conn.query_row(sql::APPLICATION_ID, [], |r| r.get(0))?;
     if app_id != APPLICATION_ID {
         problems.push(format!(
             "application_id is {app_id}, expected {APPLICATION_ID}"
         ));
     }
-    let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i32 = conn.query_row(sql::USER_VERSION, [], |r| r.get(0))?;
     if version != CONTRACT_VERSION {
         problems.push(format!(
             "user_version is {version}, expected {CONTRACT_VERSION}"
         ));
     }
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let mode: String = conn.query_row(sql::JOURNAL_MODE, [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         problems.push(format!("journal_mode is {mode}, expected wal"));
     }
     for (table_index, table) in table_names(index).iter().enumerate() {
-        let columns: Vec<String> = conn
-            .prepare(&format!(
-                "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
-            ))?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let columns = shard::columns(&conn, table)?;
         if columns.is_empty() {
             problems.push(format!("table {table} is missing"));
             continue;
         }
-        if columns != ["key_hash", "key", "value", "timestamp", "microsecond"] {
+        if columns != sql::COLUMNS {
             problems.push(format!("table {table} has columns {columns:?}"));
             continue;
         }
-        let index_name = format!("ix_{table}_key");
+        let index_name = sql::key_index_name(table);
         let unique: Option<i64> = conn
-            .query_row(
-                &format!("SELECT \"unique\" FROM pragma_index_list('{table}') WHERE name = ?1"),
-                [&index_name],
-                |r| r.get(0),
-            )
+            .query_row(&sql::index_is_unique(table), [&index_name], |r| r.get(0))
             .optional()?;
         if unique != Some(1) {
             problems.push(format!("unique index {index_name} is missing"));
         }
-        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
-            r.get(0)
-        })?;
+        let rows: i64 = conn.query_row(&sql::TableSql::new(table).count, [], |r| r.get(0))?;
         report.rows += rows.max(0) as u64;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT key_hash, \"key\", value FROM \"{table}\" LIMIT ?1"
-        ))?;
+        let mut stmt = conn.prepare(&sql::sample_rows(table))?;
         let sampled = stmt.query_map([depth.sample as i64], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,
@@ -185,18 +164,14 @@ fn check_file(
             }
         }
     }
-    let has_expiry: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litestash_expiry')",
-        [],
-        |r| r.get(0),
-    )?;
+    let has_expiry: bool = conn.query_row(sql::HAS_EXPIRY_TABLE, [], |r| r.get(0))?;
     if has_expiry {
-        let n: i64 = conn.query_row("SELECT count(*) FROM litestash_expiry", [], |r| r.get(0))?;
+        let n: i64 = conn.query_row(sql::EXPIRY_COUNT, [], |r| r.get(0))?;
         report.expiring = n.max(0) as u64;
     }
     if depth.integrity {
         let verdict: Vec<String> = conn
-            .prepare("PRAGMA integrity_check")?
+            .prepare(sql::INTEGRITY_CHECK)?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         if verdict != ["ok"] {

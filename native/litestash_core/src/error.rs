@@ -2,89 +2,83 @@
 
 use std::fmt;
 
-/// What went wrong, as a caller can match on it. Each kind has a stable
-/// snake_case name (see [`ErrorKind::as_str`]) that the Elixir side turns
-/// into the `reason` atom of `%LiteStash.Error{}`.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The key is not stored.
-    NotFound,
-    /// The key is empty, longer than 1024 bytes, or not UTF-8.
-    InvalidKey,
-    /// The value holds something the contract cannot store.
-    UnsupportedValue,
-    /// The encoded value is larger than 64 MiB.
-    ValueTooLarge,
-    /// The value is nested deeper than 512 levels.
-    TooDeep,
-    /// A stored value is not valid contract MessagePack.
-    CorruptValue,
-    /// The store has been closed.
-    Closed,
-    /// The data dir is already open in this process.
-    AlreadyOpen,
-    /// The disk (or the shard's page limit) is full.
-    DiskFull,
-    /// A shard file is damaged or not a database.
-    Corrupt,
-    /// Another connection holds the lock longer than the busy timeout.
-    Busy,
-    /// The operating system reported an I/O error.
-    Io,
-    /// The file system refused access.
-    PermissionDenied,
-    /// The file or its directory is read-only.
-    ReadOnly,
-    /// A path that must be a directory is something else, or the reverse.
-    NotADirectory,
-    /// The file is an SQLite database, but not a LiteStash shard.
-    NotLitestash,
-    /// The file was written under a newer contract version.
-    NewerVersion,
-    /// The data dir was written by the Python litestash 0.1 package.
-    LegacyFormat,
-    /// A bad option value.
-    InvalidArgument,
-    /// The stored value is not an integer (for `incr`).
-    NotAnInteger,
-    /// The key already exists (for conditional writes).
-    Exists,
-    /// The stored value is not the expected one (for compare-and-set).
-    Mismatch,
-    /// A bug in LiteStash: a panic was caught or an invariant broke.
-    Internal,
+/// Defines [`ErrorKind`] with its stable names and the list of them all,
+/// from one table, so that no kind can lack a name or miss the list.
+macro_rules! error_kinds {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// What went wrong, as a caller can match on it. Each kind has a stable
+        /// snake_case name (see [`ErrorKind::as_str`]) that the Elixir side turns
+        /// into the `reason` atom of `%LiteStash.Error{}`.
+        #[non_exhaustive]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant),*];
+
+            /// The stable name of this kind, used as the Elixir `reason` atom.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorKind {
-    /// The stable name of this kind, used as the Elixir `reason` atom.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::InvalidKey => "invalid_key",
-            ErrorKind::UnsupportedValue => "unsupported_value",
-            ErrorKind::ValueTooLarge => "value_too_large",
-            ErrorKind::TooDeep => "too_deep",
-            ErrorKind::CorruptValue => "corrupt_value",
-            ErrorKind::Closed => "closed",
-            ErrorKind::AlreadyOpen => "already_open",
-            ErrorKind::DiskFull => "disk_full",
-            ErrorKind::Corrupt => "corrupt",
-            ErrorKind::Busy => "busy",
-            ErrorKind::Io => "io",
-            ErrorKind::PermissionDenied => "permission_denied",
-            ErrorKind::ReadOnly => "read_only",
-            ErrorKind::NotADirectory => "not_a_directory",
-            ErrorKind::NotLitestash => "not_litestash",
-            ErrorKind::NewerVersion => "newer_version",
-            ErrorKind::LegacyFormat => "legacy_format",
-            ErrorKind::InvalidArgument => "invalid_argument",
-            ErrorKind::NotAnInteger => "not_an_integer",
-            ErrorKind::Exists => "exists",
-            ErrorKind::Mismatch => "mismatch",
-            ErrorKind::Internal => "internal",
-        }
-    }
+error_kinds! {
+    /// The key is not stored.
+    NotFound => "not_found",
+    /// The key is empty, longer than 1024 bytes, or not UTF-8.
+    InvalidKey => "invalid_key",
+    /// The value holds something the contract cannot store.
+    UnsupportedValue => "unsupported_value",
+    /// The encoded value is larger than 64 MiB.
+    ValueTooLarge => "value_too_large",
+    /// The value is nested deeper than 512 levels.
+    TooDeep => "too_deep",
+    /// A stored value is not valid contract MessagePack.
+    CorruptValue => "corrupt_value",
+    /// The store has been closed.
+    Closed => "closed",
+    /// The data dir is already open in this process.
+    AlreadyOpen => "already_open",
+    /// The disk (or the shard's page limit) is full.
+    DiskFull => "disk_full",
+    /// A shard file is damaged or not a database.
+    Corrupt => "corrupt",
+    /// Another connection holds the lock longer than the busy timeout.
+    Busy => "busy",
+    /// The operating system reported an I/O error.
+    Io => "io",
+    /// The file system refused access.
+    PermissionDenied => "permission_denied",
+    /// The file or its directory is read-only.
+    ReadOnly => "read_only",
+    /// A path that must be a directory is something else, or the reverse.
+    NotADirectory => "not_a_directory",
+    /// The file is an SQLite database, but not a LiteStash shard.
+    NotLitestash => "not_litestash",
+    /// The file was written under a newer contract version.
+    NewerVersion => "newer_version",
+    /// The data dir was written by the Python litestash 0.1 package.
+    LegacyFormat => "legacy_format",
+    /// A bad option value.
+    InvalidArgument => "invalid_argument",
+    /// The stored value is not an integer (for `incr`).
+    NotAnInteger => "not_an_integer",
+    /// The key already exists (for conditional writes).
+    Exists => "exists",
+    /// The stored value is not the expected one (for compare-and-set).
+    Mismatch => "mismatch",
+    /// The shard file is a replica's: written only through its cluster's
+    /// log (contract section 10).
+    Replicated => "replicated",
+    /// A bug in LiteStash: a panic was caught or an invariant broke.
+    Internal => "internal",
 }
 
 /// An error with its kind and a message a person understands.
@@ -114,6 +108,11 @@ impl Error {
     /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The error of a key that is not stored, naming it.
+    pub fn not_found(key: &str) -> Error {
+        Error::new(ErrorKind::NotFound, format!("key {key:?} not found"))
     }
 
     pub(crate) fn closed() -> Error {

@@ -6,6 +6,16 @@
 //!
 //! This crate knows nothing of Erlang; `litestash_nif` wraps it.
 //!
+//! Reading order: [`Store`] (`store.rs`: open, submit, read, close) with
+//! its walks (`scan.rs`), figures and copies (`admin.rs`) and blocking
+//! writes (`blocking.rs`); a write is a [`Request`] (`request.rs`) that a
+//! shard's writer (`writer/`: the queue and thread, `op.rs` what each write
+//! does, `upkeep.rs` checkpoints, sweeps, compaction) commits and answers
+//! through a [`Reply`] (`reply.rs`), reporting [`Event`]s (`event.rs`);
+//! `shard/` is one file and every SQL text; `key.rs` and `codec.rs` are the
+//! contract's hashing, routing and MessagePack; `error.rs` and
+//! `options.rs` the vocabulary of failures and settings.
+//!
 //! ```
 //! use litestash_core::{Options, Store, Value};
 //!
@@ -17,20 +27,37 @@
 //! store.close();
 //! ```
 
+mod admin;
+mod blocking;
 mod check;
+mod clock;
 mod codec;
 mod error;
+mod event;
 mod key;
+mod locks;
+mod open_dirs;
+mod options;
+mod reply;
+mod request;
+mod scan;
 mod shard;
 mod store;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 mod writer;
 
+pub use admin::ShardInfo;
 pub use check::{inspect_dir, Depth, ShardReport};
 pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
 pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventHook};
 pub use key::{
     key_hash, route, table_names, validate, Key, Route, MAX_KEY_BYTES, SHARDS, SHARD_COUNT,
 };
+pub use options::{Options, Synchronous};
+pub use reply::{Outcome, Reply, Submitted};
+pub use request::{ReplicaOp, Request};
+pub use scan::Snapshot;
 pub use shard::{APPLICATION_ID, CONTRACT_VERSION};
-pub use store::{Options, ShardInfo, Snapshot, Store, Synchronous};
-pub use writer::{Event, EventHook, Outcome, Reply};
+pub use store::{InlineSlot, Store};

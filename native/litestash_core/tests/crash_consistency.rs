@@ -10,7 +10,7 @@
 mod common;
 
 use common::{shard_path, Rng};
-use litestash_core::{Options, Reply, Store, Synchronous, Value, SHARD_COUNT};
+use litestash_core::{Options, Reply, Request, Store, Synchronous, Value, SHARD_COUNT};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -247,8 +247,13 @@ fn a_clean_close_commits_every_write_still_queued() {
         let reply = Reply::new(move |result| {
             let _ = tx.send(result);
         });
+        let key = format!("q{i}");
         store
-            .set_async(format!("q{i}").as_bytes(), &Value::Int(i), None, reply)
+            .submit(
+                Request::set(key.as_bytes(), &Value::Int(i), None).unwrap(),
+                None,
+                || reply,
+            )
             .unwrap();
     }
     drop(tx);

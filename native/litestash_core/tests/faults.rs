@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{keys_on_shard, roomy, traced};
-use litestash_core::{ErrorKind, Options, Outcome, Reply, Result, Store, Value};
+use common::{keys_on_shard, roomy, submit, submit_traced};
+use litestash_core::{ErrorKind, Options, Outcome, Reply, Request, Result, Store, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -24,14 +24,19 @@ fn a_write_refused_before_it_is_queued_is_answered_only_by_its_err() {
     let deep = (0..600).fold(Value::Nil, |v, _| Value::Array(vec![v]));
 
     let refused = [
-        store.set_async(b"", &Value::Nil, None, counted(&answers)),
-        store.set_async(b"k", &deep, None, counted(&answers)),
-        store.set_many_async(
-            &[(b"ok", &Value::Nil), (b"", &Value::Nil)],
+        submit(
+            &store,
+            Request::set(b"", &Value::Nil, None),
             counted(&answers),
         ),
-        store.delete_async(&[0xff], counted(&answers)),
-        store.put_new_async(b"k", &deep, counted(&answers)),
+        submit(&store, Request::set(b"k", &deep, None), counted(&answers)),
+        submit(
+            &store,
+            Request::set_many(&[(b"ok", &Value::Nil), (b"", &Value::Nil)]),
+            counted(&answers),
+        ),
+        submit(&store, Request::delete(&[0xff]), counted(&answers)),
+        submit(&store, Request::put_new(b"k", &deep), counted(&answers)),
     ];
     let kinds: Vec<ErrorKind> = refused
         .iter()
@@ -50,11 +55,19 @@ fn a_write_refused_before_it_is_queued_is_answered_only_by_its_err() {
 
     store.close();
     for refused in [
-        store.set_async(b"k", &Value::Nil, None, counted(&answers)),
-        store.set_many_async(&[(b"k", &Value::Nil)], counted(&answers)),
-        store.delete_async(b"k", counted(&answers)),
-        store.incr_async(b"n", 1, counted(&answers)),
-        store.clear_async(counted(&answers)),
+        submit(
+            &store,
+            Request::set(b"k", &Value::Nil, None),
+            counted(&answers),
+        ),
+        submit(
+            &store,
+            Request::set_many(&[(b"k", &Value::Nil)]),
+            counted(&answers),
+        ),
+        submit(&store, Request::delete(b"k"), counted(&answers)),
+        submit(&store, Request::incr(b"n", 1), counted(&answers)),
+        submit(&store, Ok(Request::clear()), counted(&answers)),
     ] {
         assert_eq!(refused.unwrap_err().kind(), ErrorKind::Closed);
     }
@@ -72,17 +85,20 @@ fn a_queued_write_is_answered_exactly_once() {
     let answers = Arc::new(AtomicUsize::new(0));
     for i in 0..200 {
         let key = format!("k{i}");
-        store
-            .set_async(key.as_bytes(), &Value::Int(i), None, counted(&answers))
-            .unwrap();
-    }
-    store
-        .set_many_async(
-            &[(b"a", &Value::Nil), (b"b", &Value::Nil)],
+        submit(
+            &store,
+            Request::set(key.as_bytes(), &Value::Int(i), None),
             counted(&answers),
         )
         .unwrap();
-    store.clear_async(counted(&answers)).unwrap();
+    }
+    submit(
+        &store,
+        Request::set_many(&[(b"a", &Value::Nil), (b"b", &Value::Nil)]),
+        counted(&answers),
+    )
+    .unwrap();
+    submit(&store, Ok(Request::clear()), counted(&answers)).unwrap();
     store.close();
     assert_eq!(answers.load(Ordering::SeqCst), 202);
 }
@@ -159,9 +175,13 @@ fn a_panic_inside_a_write_fails_that_write_and_leaves_no_transaction_open() {
     for inline in [true, false] {
         store.panic_in_next_write_for_test(b"k").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let reply = traced(&tx);
-        let reply = if inline { reply.inline() } else { reply };
-        store.set_async(b"k", &Value::Int(1), None, reply).unwrap();
+        submit_traced(
+            &store,
+            Request::set(b"k", &Value::Int(1), None),
+            inline,
+            &tx,
+        )
+        .unwrap();
         let (thread, refused) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(refused.unwrap_err().kind(), ErrorKind::Internal);
         assert_eq!(thread == std::thread::current().id(), inline);

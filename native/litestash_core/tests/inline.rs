@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{keys_on_shard, roomy, traced};
-use litestash_core::{Options, Outcome, Store, Value, SHARDS};
+use common::{keys_on_shard, roomy, submit_traced, would_commit_inline};
+use litestash_core::{Options, Outcome, Request, Store, Value, SHARDS};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -15,24 +15,20 @@ fn an_inline_write_to_an_idle_shard_is_answered_before_the_call_returns() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), roomy()).unwrap();
     let (tx, rx) = mpsc::channel();
-    assert!(store.would_commit_inline(b"k"));
+    assert!(would_commit_inline(&store));
 
-    store
-        .set_async(b"k", &Value::Int(1), None, traced(&tx).inline())
-        .unwrap();
-    let (thread, result) = rx.try_recv().expect("answered before set_async returned");
+    submit_traced(&store, Request::set(b"k", &Value::Int(1), None), true, &tx).unwrap();
+    let (thread, result) = rx.try_recv().expect("answered before submit returned");
     assert_eq!(thread, thread::current().id());
     assert_eq!(result.unwrap(), Outcome::Done);
 
-    store.incr_async(b"n", 2, traced(&tx).inline()).unwrap();
-    let (thread, result) = rx.try_recv().expect("answered before incr_async returned");
+    submit_traced(&store, Request::incr(b"n", 2), true, &tx).unwrap();
+    let (thread, result) = rx.try_recv().expect("answered before submit returned");
     assert_eq!(thread, thread::current().id());
     assert_eq!(result.unwrap(), Outcome::Integer(2));
 
     // Without the permission, the writer thread commits and answers.
-    store
-        .set_async(b"k", &Value::Int(2), None, traced(&tx))
-        .unwrap();
+    submit_traced(&store, Request::set(b"k", &Value::Int(2), None), false, &tx).unwrap();
     let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_ne!(thread, thread::current().id());
     result.unwrap();
@@ -54,11 +50,9 @@ fn with_inline_commits_off_every_write_goes_through_the_writer_thread() {
     };
     let store = Store::open(tmp.path(), options).unwrap();
     let (tx, rx) = mpsc::channel();
-    assert!(!store.would_commit_inline(b"k"));
+    assert!(!would_commit_inline(&store));
 
-    store
-        .set_async(b"k", &Value::Int(1), None, traced(&tx).inline())
-        .unwrap();
+    submit_traced(&store, Request::set(b"k", &Value::Int(1), None), true, &tx).unwrap();
     let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_ne!(thread, thread::current().id());
     result.unwrap();
@@ -80,14 +74,14 @@ fn inline_writes_alone_still_get_their_wal_checkpointed() {
     let mut largest = 0;
     let mut inline = 0;
     for i in 0..4000 {
-        store
-            .set_async(
-                format!("k{i}").as_bytes(),
-                &value,
-                None,
-                traced(&tx).inline(),
-            )
-            .unwrap();
+        let key = format!("k{i}");
+        submit_traced(
+            &store,
+            Request::set(key.as_bytes(), &value, None),
+            true,
+            &tx,
+        )
+        .unwrap();
         let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         result.unwrap();
         if thread == thread::current().id() {
@@ -136,15 +130,23 @@ fn a_write_queued_on_one_shard_keeps_every_shard_from_committing_inline() {
     let other =
         rusqlite::Connection::open(tmp.path().join(shard).join(format!("{shard}.db"))).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    store
-        .set_async(on_0.as_bytes(), &Value::Int(0), None, traced(&tx))
-        .unwrap();
+    submit_traced(
+        &store,
+        Request::set(on_0.as_bytes(), &Value::Int(0), None),
+        false,
+        &tx,
+    )
+    .unwrap();
 
     // Shard 1 is idle, but the store is not: its write queues.
-    assert!(!store.would_commit_inline(on_1.as_bytes()));
-    store
-        .set_async(on_1.as_bytes(), &Value::Int(1), None, traced(&tx).inline())
-        .unwrap();
+    assert!(!would_commit_inline(&store));
+    submit_traced(
+        &store,
+        Request::set(on_1.as_bytes(), &Value::Int(1), None),
+        true,
+        &tx,
+    )
+    .unwrap();
     let (thread, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_ne!(thread, thread::current().id(), "committed inline");
     result.unwrap();
@@ -154,7 +156,7 @@ fn a_write_queued_on_one_shard_keeps_every_shard_from_committing_inline() {
     other.execute_batch("ROLLBACK").unwrap();
     let (_, result) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     result.unwrap();
-    assert!(store.would_commit_inline(on_1.as_bytes()));
+    assert!(would_commit_inline(&store));
     assert_eq!(store.get(on_0.as_bytes()).unwrap(), Some(Value::Int(0)));
     store.close();
 }

@@ -1,20 +1,15 @@
 //! Walking a shard in snapshots: order, prefixes, expired rows, pages.
 
-use litestash_core::{key_hash, route, Options, Reply, Store, Value, SHARD_COUNT};
+use litestash_core::{key_hash, route, Options, Reply, Request, Store, Value, SHARD_COUNT};
 use std::collections::BTreeSet;
 
 fn set_with_ttl(store: &Store, key: &str, ttl_ms: u64) {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    store
-        .set_async(
-            key.as_bytes(),
-            &Value::Int(1),
-            Some(ttl_ms),
-            Reply::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        )
-        .unwrap();
+    let request = Request::set(key.as_bytes(), &Value::Int(1), Some(ttl_ms)).unwrap();
+    let reply = Reply::new(move |r| {
+        let _ = tx.send(r);
+    });
+    store.submit(request, None, || reply).unwrap();
     rx.recv().unwrap().unwrap();
 }
 

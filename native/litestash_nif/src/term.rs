@@ -45,6 +45,17 @@ impl Budget {
         }
     }
 
+    /// Starts counting the bytes of another value: the size limit is per
+    /// value, the time limit per call.
+    pub fn next_value(&mut self) {
+        self.bytes = 0;
+    }
+
+    /// Charges `cost` nodes of work, with no bytes.
+    pub fn charge(&mut self, cost: usize) -> Result<(), Refusal> {
+        self.spend(cost, 0)
+    }
+
     fn spend(&mut self, cost: usize, bytes: usize) -> Result<(), Refusal> {
         self.bytes = self.bytes.saturating_add(bytes);
         if self.bytes > MAX_VALUE_BYTES {

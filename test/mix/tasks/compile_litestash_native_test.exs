@@ -4,7 +4,8 @@ defmodule Mix.Tasks.Compile.LitestashNativeTest do
   alias Mix.Tasks.Compile.LitestashNative
 
   @manifest Path.join(Mix.Project.manifest_path(), "compile.litestash_native")
-  @installed Path.expand("../../../priv/native/litestash_nif.so", __DIR__)
+  # The :test build, with its test hooks, has a name of its own.
+  @installed Path.expand("../../../priv/native/litestash_nif_test.so", __DIR__)
 
   describe "run/1" do
     test "is a no-op when nothing in the Cargo workspace changed" do
@@ -19,7 +20,7 @@ defmodule Mix.Tasks.Compile.LitestashNativeTest do
 
     test "priv/ is linked into the build so the NIF loads from :code.priv_dir" do
       priv = :code.priv_dir(:litestash) |> to_string()
-      assert File.exists?(Path.join(priv, "native/litestash_nif.so"))
+      assert File.exists?(Path.join(priv, "native/litestash_nif_test.so"))
       assert LiteStash.Native.decode_value(<<0xC0>>) == {:ok, nil}
     end
 

@@ -159,3 +159,40 @@ pub fn roomy() -> litestash_core::Options {
         ..litestash_core::Options::default()
     }
 }
+
+/// Queues `request` with `reply` (never inline), as the NIF does for a
+/// caller that waits in its mailbox: `Err` when refused before queueing.
+pub fn submit(
+    store: &litestash_core::Store,
+    request: litestash_core::Result<litestash_core::Request>,
+    reply: litestash_core::Reply,
+) -> litestash_core::Result<()> {
+    store.submit(request?, None, || reply).map(|_| ())
+}
+
+/// Submits `request`, inline when `inline` and the store grants a slot;
+/// the answer arrives on `tx` tagged with the thread that produced it,
+/// whether it committed inline or through the writer thread.
+pub fn submit_traced(
+    store: &litestash_core::Store,
+    request: litestash_core::Result<litestash_core::Request>,
+    inline: bool,
+    tx: &std::sync::mpsc::Sender<(
+        std::thread::ThreadId,
+        litestash_core::Result<litestash_core::Outcome>,
+    )>,
+) -> litestash_core::Result<()> {
+    let slot = if inline { store.inline_slot() } else { None };
+    match store.submit(request?, slot, || traced(tx))? {
+        litestash_core::Submitted::Committed(result) => {
+            let _ = tx.send((std::thread::current().id(), result));
+        }
+        litestash_core::Submitted::Queued => {}
+    }
+    Ok(())
+}
+
+/// Whether a write would be granted an inline slot now.
+pub fn would_commit_inline(store: &litestash_core::Store) -> bool {
+    store.inline_slot().is_some()
+}

@@ -1,6 +1,6 @@
 defmodule LiteStash.Bench.Workloads do
   @moduledoc """
-  The workloads of `mix litestash.bench`, run against any
+  The workloads of the benchmark (`mix litestash.bench`), run against any
   `LiteStash.Bench.Store` adapter, and the probes that watch a run: the
   BEAM's wake-up delay, the size of LiteStash's WAL files, the VM's memory.
 
@@ -114,7 +114,10 @@ defmodule LiteStash.Bench.Workloads do
     timed(fn -> get_each(store, handle, ids, []) end)
   end
 
-  @doc "W3: `procs` processes write the entries `ids` between them, each its own share."
+  @doc """
+  W3 and W5: `procs` processes write the entries `ids` between them, each
+  its own share (W5: 1,024 processes with 40 keys each).
+  """
   @spec put_concurrent(module(), Store.handle(), Enumerable.t(), kind(), pos_integer()) ::
           result()
   def put_concurrent(store, handle, ids, kind, procs) do
@@ -227,6 +230,17 @@ defmodule LiteStash.Bench.Workloads do
   @spec start_probe() :: pid()
   def start_probe, do: spawn_link(fn -> probe([]) end)
 
+  @doc """
+  Runs `fun` with a probe (`start_probe/0`) running; returns `{fun's
+  result, the probe's p99 in microseconds}`.
+  """
+  @spec probed((() -> result)) :: {result, float() | nil} when result: term()
+  def probed(fun) do
+    probe = start_probe()
+    result = fun.()
+    {result, stop_probe(probe)}
+  end
+
   @doc "Stops a probe; returns the p99 of its wake-up delays in microseconds."
   @spec stop_probe(pid()) :: float() | nil
   def stop_probe(pid) do
@@ -337,7 +351,47 @@ defmodule LiteStash.Bench.Workloads do
     end
   end
 
-  @doc "Prints a progress line (`# text`) on standard error."
+  @doc """
+  Marks now as the start of the run: `progress/1` prints the time elapsed
+  since then.
+  """
+  @spec start_clock() :: :ok
+  def start_clock, do: :persistent_term.put({__MODULE__, :started}, :erlang.monotonic_time())
+
+  @doc """
+  Prints a progress line on standard error: `# m:ss text`, with the time
+  elapsed since `start_clock/0` (since the first progress line when the
+  clock was not started).
+  """
   @spec progress(String.t()) :: :ok
-  def progress(text), do: IO.puts(:stderr, "# " <> text)
+  def progress(text) do
+    started =
+      case :persistent_term.get({__MODULE__, :started}, nil) do
+        nil ->
+          start_clock()
+          :persistent_term.get({__MODULE__, :started})
+
+        started ->
+          started
+      end
+
+    seconds = System.convert_time_unit(:erlang.monotonic_time() - started, :native, :second)
+    IO.puts(:stderr, "# #{elapsed(seconds)} #{text}")
+  end
+
+  @doc """
+  A duration in seconds as `m:ss` (`h:mm:ss` from an hour on).
+
+      iex> LiteStash.Bench.Workloads.elapsed(75)
+      "1:15"
+      iex> LiteStash.Bench.Workloads.elapsed(3_725)
+      "1:02:05"
+  """
+  @spec elapsed(non_neg_integer()) :: String.t()
+  def elapsed(seconds) when seconds >= 3_600,
+    do: "#{div(seconds, 3_600)}:#{pad(div(rem(seconds, 3_600), 60))}:#{pad(rem(seconds, 60))}"
+
+  def elapsed(seconds), do: "#{div(seconds, 60)}:#{pad(rem(seconds, 60))}"
+
+  defp pad(value), do: String.pad_leading(Integer.to_string(value), 2, "0")
 end

@@ -1,6 +1,7 @@
-//! The raw SQLite baseline of `mix litestash.bench`: rusqlite straight on
-//! the contract's 16-file layout, with no writer threads, no channel and no
-//! BEAM, so that the benchmark can say how much LiteStash costs over SQLite.
+//! The raw SQLite baseline of LiteStash's benchmark (`bench/`): rusqlite
+//! straight on the contract's 16-file layout, with no writer threads, no
+//! channel and no BEAM, so that the benchmark can say how much LiteStash
+//! costs over SQLite.
 //!
 //! The files are created by `Store::open` (the very DDL and page size
 //! LiteStash uses) and then written through plain connections carrying the
@@ -9,8 +10,8 @@
 //! write hashes, routes and encodes its key and value like LiteStash does.
 //!
 //! ```text
-//! cargo run --release -p litestash_core --example raw_baseline -- --n 100000
-//! cargo run --release -p litestash_core --example raw_baseline -- --n 100000 --workload w1 --dir /tmp/raw
+//! cargo run --release -p raw_baseline -- --n 100000
+//! cargo run --release -p raw_baseline -- --n 100000 --workload w1 --dir /tmp/raw
 //! ```
 //!
 //! `--synchronous full` sets `PRAGMA synchronous = FULL` on the
@@ -20,7 +21,7 @@
 //! when not given), so that a caller can interleave the raw workloads with
 //! its own; `w2` reads the keys a `w1` with the same `--n` wrote there.
 //!
-//! Prints one line per workload, which `mix litestash.bench` parses:
+//! Prints one line per workload, which the benchmark parses:
 //!
 //! ```text
 //! raw W1 n=100000 ops_per_sec=34012.5 p50_us=24.1 p99_us=71.9
@@ -302,9 +303,11 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: raw_baseline [--n N] [--workload all|w1|w2|w1x1000|w1x4] [--dir DIR]";
+const USAGE: &str = "usage: raw_baseline [--n N] [--workload all|w1|w2|w1x1000|w1x4] \
+                     [--synchronous normal|full] [--dir DIR]";
 
-fn parse_args() -> Result<Args, String> {
+/// `Ok(None)` when `--help` asks for the usage.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut parsed = Args {
         n: 100_000,
         sync: Options::default().synchronous,
@@ -324,6 +327,7 @@ fn parse_args() -> Result<Args, String> {
                 .ok_or(format!("{flag} needs a value; {USAGE}"))
         };
         match flag.as_str() {
+            "--help" | "-h" => return Ok(None),
             "--n" => {
                 let v = value()?;
                 parsed.n = v
@@ -351,7 +355,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
-    Ok(parsed)
+    Ok(Some(parsed))
 }
 
 /// The files in `dir` (created as LiteStash creates them when missing),
@@ -402,7 +406,11 @@ fn run(args: &Args) -> Result<(), Fail> {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("raw_baseline: {e}");
             return ExitCode::from(2);

@@ -1,10 +1,14 @@
-//! One shard file: opening and checking it, its pragmas, its 4 tables and
-//! the SQL of every statement on them (contract section 4).
+//! One shard file: where it lives, opening and checking it, and reading
+//! one key's row. Its SQL texts and schema facts are in [`sql`].
+
+pub(crate) mod sql;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{table_names, SHARDS, TABLES_PER_SHARD};
-use crate::store::{Options, Synchronous};
-use rusqlite::{Connection, OpenFlags};
+use crate::options::Options;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+pub(crate) use sql::TableSql;
 use std::path::{Path, PathBuf};
 
 /// `PRAGMA application_id` of every shard file: "LSKV".
@@ -15,95 +19,6 @@ pub const CONTRACT_VERSION: i32 = 1;
 
 /// Page size for new files; measured in `bench/NOTES.md`.
 const PAGE_SIZE: u32 = 4096;
-
-/// The contract's optional expiry table (section 9).
-const EXPIRY_DDL: &str =
-    "CREATE TABLE IF NOT EXISTS litestash_expiry (\n  key_hash VARCHAR NOT NULL PRIMARY KEY,\n  \
-     expires_at INTEGER NOT NULL\n);\n\
-     CREATE INDEX IF NOT EXISTS ix_litestash_expiry_expires_at ON litestash_expiry (expires_at);\n";
-
-/// Sets a key's expiry: `?1` key hash, `?2` Unix milliseconds.
-pub(crate) const EXPIRY_UPSERT: &str =
-    "INSERT INTO litestash_expiry (key_hash, expires_at) VALUES (?1, ?2) \
-     ON CONFLICT (key_hash) DO UPDATE SET expires_at = excluded.expires_at";
-
-/// Clears a key's expiry.
-pub(crate) const EXPIRY_DELETE: &str = "DELETE FROM litestash_expiry WHERE key_hash = ?1";
-
-/// Up to `limit` keys expired at `?1`. The limit is part of the text, not
-/// a parameter: SQLite re-prepares a statement whose LIMIT is bound each
-/// time its bindings are cleared, which rusqlite's cache does on every use.
-pub(crate) fn expiry_due(limit: usize) -> String {
-    format!("SELECT key_hash FROM litestash_expiry WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit}")
-}
-
-/// Whether any key has expired at `?1`.
-pub(crate) const EXPIRY_ANY_DUE: &str =
-    "SELECT EXISTS (SELECT 1 FROM litestash_expiry WHERE expires_at <= ?1)";
-
-/// The SQL of one table's statements, built once per shard.
-#[derive(Debug)]
-pub(crate) struct TableSql {
-    pub upsert: String,
-    pub delete: String,
-    /// The value and expiry of one key.
-    pub select: String,
-    /// All rows, without the expiry join (when no key can have expired).
-    pub count: String,
-    /// Live rows with keys in `[?1, ?2)`, now being `?3`.
-    pub count_live: String,
-    /// Rows with keys in `[?1, ?2)`, in key order, with expiry, up to the
-    /// limit given to [`TableSql::range`].
-    range: String,
-    pub clear: String,
-}
-
-impl TableSql {
-    fn new(table: &str) -> TableSql {
-        TableSql {
-            upsert: format!(
-                "INSERT INTO \"{table}\" (key_hash, \"key\", value, timestamp, microsecond) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_hash) DO UPDATE SET \
-                 \"key\" = excluded.\"key\", value = excluded.value, \
-                 timestamp = excluded.timestamp, microsecond = excluded.microsecond"
-            ),
-            delete: format!("DELETE FROM \"{table}\" WHERE key_hash = ?1"),
-            // A scalar subquery, not a LEFT JOIN: SQLite marks that join's
-            // plan as depending on ?1, and rusqlite clears the bindings of a
-            // statement it caches, so every read re-parsed and re-planned it
-            // (measured in bench/NOTES.md: about half of a point read).
-            select: format!(
-                "SELECT t.value, (SELECT e.expires_at FROM litestash_expiry AS e \
-                 WHERE e.key_hash = t.key_hash) FROM \"{table}\" AS t WHERE t.key_hash = ?1"
-            ),
-            count: format!("SELECT count(*) FROM \"{table}\""),
-            count_live: format!(
-                "SELECT count(*) FROM \"{table}\" AS t \
-                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
-                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 AND (e.expires_at IS NULL OR e.expires_at > ?3)"
-            ),
-            range: format!(
-                "SELECT t.\"key\", t.value, e.expires_at FROM \"{table}\" AS t \
-                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
-                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT "
-            ),
-            clear: format!("DELETE FROM \"{table}\""),
-        }
-    }
-
-    /// The range query with `limit` in its text (see [`expiry_due`] for why).
-    pub fn range(&self, limit: usize) -> String {
-        format!("{}{limit}", self.range)
-    }
-
-    fn ddl(table: &str) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS \"{table}\" (\n  key_hash VARCHAR NOT NULL,\n  \"key\" VARCHAR,\n  \
-             value BLOB,\n  timestamp INTEGER,\n  microsecond INTEGER,\n  PRIMARY KEY (key_hash)\n);\n\
-             CREATE UNIQUE INDEX IF NOT EXISTS \"ix_{table}_key\" ON \"{table}\" (\"key\");\n"
-        )
-    }
-}
 
 /// Where a shard lives and the SQL of its tables.
 #[derive(Debug)]
@@ -116,12 +31,34 @@ pub(crate) struct ShardFile {
 
 impl ShardFile {
     pub fn new(data_dir: &Path, index: usize) -> ShardFile {
-        let shard = SHARDS[index];
         ShardFile {
             index,
-            path: data_dir.join(shard).join(format!("{shard}.db")),
+            path: path(data_dir, index),
             tables: table_names(index).each_ref().map(|t| TableSql::new(t)),
         }
+    }
+
+    /// The stored value column and expiry of the key with `hash` in table
+    /// `table`, read on `conn` (a reader's or the writer's); `None` when
+    /// absent. Expired rows are returned with their expiry: the caller
+    /// decides what expired means to it.
+    pub(crate) fn read_row(
+        &self,
+        conn: &Connection,
+        table: usize,
+        hash: &str,
+    ) -> Result<Option<StoredRow>> {
+        conn.prepare_cached(&self.tables[table].select)
+            .and_then(|mut stmt| {
+                stmt.query_row([hash], |row| {
+                    Ok(StoredRow {
+                        value: value_bytes(row.get_ref(0)?),
+                        expires_at: row.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
     }
 
     pub fn err(&self, e: rusqlite::Error) -> Error {
@@ -149,16 +86,10 @@ impl ShardFile {
     /// Sets the per-connection pragmas. The `synchronous` level is set
     /// explicitly: bundled SQLite defaults WAL connections to FULL.
     fn tune(&self, conn: &Connection, options: &Options) -> Result<()> {
-        let sync = match options.synchronous {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
-        };
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync};\n\
-             PRAGMA cache_size = -{};\n\
-             PRAGMA mmap_size = {};\n\
-             PRAGMA temp_store = MEMORY;",
-            options.cache_size_kib, options.mmap_size
+        conn.execute_batch(&sql::tuning(
+            options.synchronous.pragma(),
+            options.cache_size_kib,
+            options.mmap_size,
         ))
         .map_err(|e| self.err(e))
     }
@@ -189,11 +120,9 @@ impl ShardFile {
         // WAL file creates; a read-only one leaves them. But when a -wal or
         // -journal is already there, only a read-only connection is sure
         // not to write another program's unfinished work into its file.
-        let leftover = ["-wal", "-journal"].iter().any(|suffix| {
-            let mut name = self.path.clone().into_os_string();
-            name.push(suffix);
-            Path::new(&name).exists()
-        });
+        let leftover = ["-wal", "-journal"]
+            .iter()
+            .any(|suffix| beside(&self.path, suffix).exists());
         let access = if leftover {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } else {
@@ -253,16 +182,13 @@ impl ShardFile {
             ));
         }
         self.tune(&conn, options)?;
-        conn.execute_batch(&format!(
-            "PRAGMA journal_size_limit = {};\nPRAGMA wal_autocheckpoint = 0;",
-            options.journal_size_limit
-        ))
-        .map_err(|e| self.err(e))?;
+        conn.execute_batch(&sql::writer_tuning(options.journal_size_limit))
+            .map_err(|e| self.err(e))?;
         if let Some(pages) = options.max_page_count {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(|e| self.err(e))?;
         }
-        self.create_tables(&conn)?;
+        self.create_tables(&conn, options.replica)?;
         Ok(conn)
     }
 
@@ -272,7 +198,7 @@ impl ShardFile {
     fn enter_wal(&self, conn: &Connection, options: &Options) -> Result<String> {
         let deadline = std::time::Instant::now() + options.busy_timeout;
         loop {
-            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            match conn.query_row(sql::ENTER_WAL, [], |r| r.get(0)) {
                 Ok(mode) => return Ok(mode),
                 Err(e) => {
                     let err = self.err(e);
@@ -288,8 +214,8 @@ impl ShardFile {
     /// Creates whatever tables are missing and stamps a new file, in one
     /// transaction, re-checking identity under the write lock (another
     /// process may be creating the same file).
-    fn create_tables(&self, conn: &Connection) -> Result<()> {
-        conn.execute_batch("BEGIN IMMEDIATE")
+    fn create_tables(&self, conn: &Connection, replica: bool) -> Result<()> {
+        conn.execute_batch(sql::BEGIN_WRITE)
             .map_err(|e| self.err(e))?;
         let result = (|| {
             let identity = self.identify(conn)?;
@@ -300,25 +226,36 @@ impl ShardFile {
             for table in table_names(self.index) {
                 ddl.push_str(&TableSql::ddl(table));
             }
-            ddl.push_str(EXPIRY_DDL);
+            ddl.push_str(sql::EXPIRY_DDL);
+            if replica {
+                ddl.push_str(sql::REPLICA_DDL);
+            }
             if identity == Identity::Empty {
-                ddl.push_str(&format!(
-                    "PRAGMA application_id = {APPLICATION_ID};\nPRAGMA user_version = {CONTRACT_VERSION};"
-                ));
+                ddl.push_str(&sql::stamp(APPLICATION_ID, CONTRACT_VERSION));
             }
             conn.execute_batch(&ddl).map_err(|e| self.err(e))?;
             self.check_columns(conn)
         })();
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let end = if result.is_ok() {
+            sql::COMMIT
+        } else {
+            sql::ROLLBACK
+        };
         conn.execute_batch(end).map_err(|e| self.err(e))?;
         result
+    }
+
+    /// Whether the file holds the replica table (contract section 10).
+    pub(crate) fn is_replica(&self, conn: &Connection) -> Result<bool> {
+        conn.query_row(sql::HAS_REPLICA_TABLE, [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Opens a read connection to a file the writer has already checked.
     pub fn open_reader(&self, options: &Options) -> Result<Connection> {
         let conn = self.connect(options)?;
         self.tune(&conn, options)?;
-        conn.execute_batch("PRAGMA query_only = ON")
+        conn.execute_batch(sql::QUERY_ONLY)
             .map_err(|e| self.err(e))?;
         Ok(conn)
     }
@@ -329,14 +266,7 @@ impl ShardFile {
         // the file between separate reads could make a new file look like a
         // legacy one (tables present, version not yet set).
         let (app_id, version, first_table): (i32, i32, Option<String>) = conn
-            .query_row(
-                "SELECT (SELECT application_id FROM pragma_application_id()), \
-                        (SELECT user_version FROM pragma_user_version()), \
-                        (SELECT name FROM sqlite_master WHERE type = 'table' \
-                         ORDER BY substr(name, 1, 7) <> 'tables_', name LIMIT 1)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_row(sql::IDENTIFY, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(|e| self.err(e))?;
         match (app_id, version, first_table) {
             (APPLICATION_ID, CONTRACT_VERSION, _) => Ok(Identity::Current),
@@ -360,25 +290,70 @@ impl ShardFile {
 
     /// Checks that each of the 4 tables has the contract's 5 columns in order.
     fn check_columns(&self, conn: &Connection) -> Result<()> {
-        const COLUMNS: [&str; 5] = ["key_hash", "key", "value", "timestamp", "microsecond"];
         for table in table_names(self.index) {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
-                ))
-                .map_err(|e| self.err(e))?;
-            let names: Vec<String> = stmt
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(|e| self.err(e))?;
-            if names != COLUMNS {
+            let names = columns(conn, table).map_err(|e| self.err(e))?;
+            if names != sql::COLUMNS {
                 return Err(self.refuse(
                     ErrorKind::NotLitestash,
-                    &format!("table {table} has columns {names:?}, the contract says {COLUMNS:?}"),
+                    &format!(
+                        "table {table} has columns {names:?}, the contract says {:?}",
+                        sql::COLUMNS
+                    ),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+/// The file of shard `index` under `data_dir` (contract section 3).
+pub(crate) fn path(data_dir: &Path, index: usize) -> PathBuf {
+    let shard = SHARDS[index];
+    data_dir.join(shard).join(format!("{shard}.db"))
+}
+
+/// `path` with `suffix` appended to its file name (`-wal`, `-shm`).
+pub(crate) fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The column names of `table`, in order (none when it is missing).
+pub(crate) fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(&sql::table_columns(table))?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// A key's stored row: its value column (the bytes, `None` for NULL, or why
+/// it is unreadable) and its expiry in Unix milliseconds.
+#[derive(Debug)]
+pub(crate) struct StoredRow {
+    pub value: Result<Option<Vec<u8>>>,
+    pub expires_at: Option<i64>,
+}
+
+impl StoredRow {
+    /// Whether the row has expired at `now` (Unix milliseconds).
+    pub(crate) fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// The bytes of a stored `value` column: a BLOB, or `None` for NULL (nil).
+/// Any other type is a foreign writer's mistake, reported for that key only.
+pub(crate) fn value_bytes(column: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
+    match column {
+        ValueRef::Blob(bytes) => Ok(Some(bytes.to_vec())),
+        ValueRef::Null => Ok(None),
+        other => Err(Error::new(
+            ErrorKind::CorruptValue,
+            format!(
+                "the value column holds {}, not a MessagePack BLOB",
+                other.data_type()
+            ),
+        )),
     }
 }
 
@@ -391,7 +366,7 @@ enum Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::{OptionalExtension, StatementStatus};
+    use rusqlite::StatementStatus;
 
     #[test]
     fn a_cached_point_read_is_not_prepared_again_for_each_key() {
@@ -422,7 +397,7 @@ mod tests {
         let options = Options::default();
         drop(file.open_writer(&options).unwrap());
         let conn = file.open_reader(&options).unwrap();
-        let queries = [(file.tables[0].range(3), 2), (expiry_due(5), 1)];
+        let queries = [(file.tables[0].range(3), 2), (sql::expiry_due(5), 1)];
         for (sql, params) in queries {
             for _ in 0..3 {
                 let mut stmt = conn.prepare_cached(&sql).unwrap();

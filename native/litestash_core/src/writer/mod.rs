@@ -1,0 +1,471 @@
+//! The one writer of a shard: a thread that drains its queue into one
+//! transaction per batch ("group commit") and answers every caller after
+//! the commit; or, when the store has a lone writer, the caller's own
+//! thread committing its write under the same lock.
+//!
+//! [`op`] says what each write does to the file, [`upkeep`] what the writer
+//! does between batches (checkpoints, sweeps, compaction).
+
+pub(crate) mod op;
+mod replica;
+pub(crate) use replica::applied_index as replica_applied_index;
+mod upkeep;
+
+use crate::clock::Now;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, HookSlot};
+use crate::locks::lock;
+use crate::options::Options;
+use crate::reply::{answer_all, Outcome, Reply};
+use crate::shard::{sql, ShardFile};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use op::Op;
+use rusqlite::Connection;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::{Duration, Instant};
+
+/// A write and the promise to answer its caller.
+pub(crate) struct Job {
+    pub op: Op,
+    pub reply: Reply,
+}
+
+enum Message {
+    Job(Job),
+    /// Background work is due (a caller committed inline and the WAL has
+    /// grown past the checkpoint threshold).
+    Wake,
+    /// Commit everything queued so far, then stop.
+    Shutdown,
+}
+
+/// The way into a shard's writer: its channel, and the count of jobs queued
+/// or being committed by the writer threads of the whole store (the
+/// channel alone does not say: a thread takes a job off it before it has
+/// the lock, and an inline commit must not overtake that job). A write
+/// commits inline only when that count is zero, i.e. for a lone writer;
+/// under concurrency the writer threads batch.
+pub(crate) struct Queue {
+    tx: Sender<Message>,
+    pending: Arc<AtomicUsize>,
+    /// A `Wake` is on its way and the writer has not yet run its
+    /// background work: no need for another.
+    wake_sent: AtomicBool,
+    /// A read met an expired key: sweep now rather than at the next
+    /// interval. A flag, not a job per key, so that reads of expired keys
+    /// cost the writer nothing while it is busy.
+    sweep_requested: AtomicBool,
+}
+
+impl Queue {
+    /// Queues `job`; `false` (with the reply defused) when the writer has
+    /// stopped.
+    pub(crate) fn send(&self, job: Job) -> bool {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        match self.tx.send(Message::Job(job)) {
+            Ok(()) => true,
+            Err(crossbeam_channel::SendError(message)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let Message::Job(job) = message {
+                    job.reply.defuse();
+                }
+                false
+            }
+        }
+    }
+
+    /// Tells the writer to commit what is queued, then stop.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.tx.send(Message::Shutdown);
+    }
+
+    /// Asks the writer for an expiry sweep soon.
+    pub(crate) fn request_sweep(&self) {
+        if !self.sweep_requested.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    /// Asks the writer thread for its background work (a checkpoint).
+    fn wake(&self) {
+        if !self.wake_sent.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Message::Wake);
+        }
+    }
+}
+
+/// Jobs queued or being committed by the writer threads of one store.
+pub(crate) type Pending = Arc<AtomicUsize>;
+
+/// A shard's writer: its connection and state, shared by the writer thread
+/// and by callers that commit inline while the thread is idle. `None` once
+/// the writer has stopped.
+pub(crate) type Engine = Arc<Mutex<Option<Writer>>>;
+
+/// Starts the writer thread of `file` on `conn`.
+pub(crate) fn spawn(
+    file: Arc<ShardFile>,
+    mut conn: Connection,
+    options: &Options,
+    hook: HookSlot,
+    pending: Pending,
+    replica: bool,
+) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let queue = Arc::new(Queue {
+        tx,
+        pending,
+        wake_sent: AtomicBool::new(false),
+        sweep_requested: AtomicBool::new(false),
+    });
+    let wal_pages = Arc::new(AtomicI32::new(0));
+    let hook_pages = Arc::clone(&wal_pages);
+    conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+        hook_pages.store(pages, Ordering::Relaxed);
+        Ok(())
+    }))
+    .map_err(|e| file.err(e))?;
+    let writer = Writer {
+        file,
+        conn,
+        wal_pages,
+        max_batch: options.max_batch.max(1),
+        max_batch_bytes: options.max_batch_bytes.max(1),
+        checkpoint_pages: options.checkpoint_pages,
+        truncate_pages: options.truncate_pages,
+        sweep_every: options.sweep_interval,
+        sweep_batch: options.sweep_batch.max(1),
+        // Not at once: a fresh store's writer is idle for inline commits,
+        // and reads hide expired keys whether swept or not.
+        next_sweep: Instant::now() + options.sweep_interval,
+        next_truncate: Instant::now(),
+        busy_timeout: options.busy_timeout,
+        compacting: Vec::new(),
+        hook,
+        replica,
+        replay_clock: None,
+        #[cfg(feature = "test-hooks")]
+        panic_next: false,
+    };
+    let name = format!("litestash {}", crate::key::SHARDS[writer.file.index]);
+    let engine: Engine = Arc::new(Mutex::new(Some(writer)));
+    let thread_engine = Arc::clone(&engine);
+    let thread_queue = Arc::clone(&queue);
+    let handle = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(&thread_engine, &thread_queue, &rx))
+        .map_err(|e| Error::io(&e, "starting a shard writer thread"))?;
+    Ok((queue, engine, handle))
+}
+
+/// The writer thread: waits for work, then takes the engine's lock, drains
+/// what is queued into one transaction and does the background work due.
+fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let wait = match lock(engine).as_ref() {
+            Some(writer) => writer.idle_wait(),
+            None => return,
+        };
+        let first = match rx.recv_timeout(wait) {
+            Ok(Message::Job(job)) => Some(job),
+            Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => None,
+            Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut guard = lock(engine);
+        let Some(writer) = guard.as_mut() else {
+            return;
+        };
+        if let Some(first) = first {
+            // Callers that queued while this thread waited for the lock
+            // (behind an inline commit) join this batch.
+            let (batch, stop) = writer.take_batch(first, rx);
+            stopping = stop;
+            // Counted until committed (an inline commit must not overtake a
+            // job in hand), uncounted before the callers are answered (a
+            // lone writer's next write must not see its own job).
+            let size = batch.len();
+            writer.commit_and_report(batch, || {
+                queue.pending.fetch_sub(size, Ordering::AcqRel);
+            });
+        }
+        queue.wake_sent.store(false, Ordering::Release);
+        if queue.sweep_requested.swap(false, Ordering::AcqRel) {
+            writer.next_sweep = Instant::now();
+        }
+        if catch_unwind(AssertUnwindSafe(|| writer.background())).is_err() {
+            writer.abandon_transaction();
+        }
+    }
+    // Shutdown: whatever was queued before it is committed too, then the
+    // connection is closed on this thread.
+    let writer = lock(engine).take();
+    if let Some(mut writer) = writer {
+        writer.finish(rx);
+    }
+}
+
+/// Commits `op` on the calling thread when the store has no job queued or
+/// in hand at any writer and this shard's writer lock is free: its answer.
+/// Gives the op back (`Err`) otherwise, for the caller to queue; never
+/// waits for the lock.
+pub(crate) fn commit_inline(
+    engine: &Mutex<Option<Writer>>,
+    queue: &Queue,
+    op: Op,
+) -> std::result::Result<Result<Outcome>, Op> {
+    if queue.pending.load(Ordering::Acquire) != 0 {
+        return Err(op);
+    }
+    let mut guard = match engine.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return Err(op),
+    };
+    let Some(writer) = guard.as_mut() else {
+        return Err(op);
+    };
+    let result = writer.commit_one(&op);
+    let due = writer.checkpoint_due();
+    drop(guard);
+    if due {
+        // Checkpoints stay off the callers' path: the thread does it.
+        queue.wake();
+    }
+    Ok(result)
+}
+
+pub(crate) struct Writer {
+    file: Arc<ShardFile>,
+    conn: Connection,
+    /// Frames in the WAL after the last commit, as the WAL hook reported.
+    wal_pages: Arc<AtomicI32>,
+    max_batch: usize,
+    max_batch_bytes: usize,
+    checkpoint_pages: i32,
+    truncate_pages: i32,
+    sweep_every: Duration,
+    sweep_batch: usize,
+    next_sweep: Instant,
+    /// No truncating checkpoint is tried before this (after a busy one).
+    next_truncate: Instant,
+    /// The connection's busy timeout, restored after a checkpoint.
+    busy_timeout: Duration,
+    /// Callers of `compact` waiting for the free list to be empty.
+    compacting: Vec<Reply>,
+    hook: HookSlot,
+    /// The file is a replica's (contract section 10): only replicated ops
+    /// write it, and it is not swept here.
+    replica: bool,
+    /// The clock of the replicated entry being applied; `None` for the
+    /// wall clock.
+    replay_clock: Option<Now>,
+    /// Test hook: the next write applied panics.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) panic_next: bool,
+}
+
+impl Writer {
+    /// The clock of the write being applied.
+    fn now(&self) -> Now {
+        self.replay_clock.unwrap_or_else(Now::wall)
+    }
+
+    /// `first` and what is already queued behind it, never waiting for
+    /// more: a lone writer pays no batching delay. `true` when a shutdown
+    /// was found in the queue.
+    fn take_batch(&self, first: Job, rx: &Receiver<Message>) -> (Vec<Job>, bool) {
+        let mut bytes = first.op.weight();
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
+            match rx.try_recv() {
+                Ok(Message::Job(job)) => {
+                    bytes += job.op.weight();
+                    batch.push(job);
+                }
+                Ok(Message::Wake) => {}
+                Ok(Message::Shutdown) => return (batch, true),
+                Err(_) => break,
+            }
+        }
+        (batch, false)
+    }
+
+    /// Commits one write on its own (inline) and reports it: its answer. A
+    /// panic while committing is an `Internal` error and the writer goes on.
+    fn commit_one(&mut self, op: &Op) -> Result<Outcome> {
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| match op {
+            // A snapshot is installed outside any transaction.
+            Op::Install(path) => self.install(path).map(|()| Outcome::Done),
+            op => self.transaction(|w| w.apply(op)),
+        }))
+        .unwrap_or_else(|_| {
+            self.abandon_transaction();
+            Err(Error::new(
+                ErrorKind::Internal,
+                "internal error while writing (a panic was caught)",
+            ))
+        });
+        self.report_commit(1, started);
+        result
+    }
+
+    /// Commits `batch`, calls `committed`, then answers the callers and
+    /// reports the commit to the event hook. A panic while committing
+    /// answers every caller of the batch through `Reply`'s destructor and
+    /// the writer goes on.
+    fn commit_and_report(&mut self, batch: Vec<Job>, committed: impl FnOnce()) {
+        let size = batch.len();
+        let started = Instant::now();
+        let answers = catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+        if answers.is_err() {
+            self.abandon_transaction();
+        }
+        committed();
+        answer_all(answers.unwrap_or_default());
+        self.report_commit(size, started);
+    }
+
+    fn report_commit(&self, batch_size: usize, started: Instant) {
+        let shard = self.file.index;
+        self.hook.emit(|| Event::Commit {
+            shard,
+            batch_size,
+            duration: started.elapsed(),
+        });
+    }
+
+    /// Commits what is still queued, answers waiting compactions and
+    /// truncates the WAL: the last work of a stopping writer.
+    fn finish(&mut self, rx: &Receiver<Message>) {
+        let mut rest = rx
+            .try_iter()
+            .filter_map(|m| match m {
+                Message::Job(job) => Some(job),
+                Message::Wake | Message::Shutdown => None,
+            })
+            .peekable();
+        while rest.peek().is_some() {
+            let batch: Vec<Job> = rest.by_ref().take(self.max_batch).collect();
+            match catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch))) {
+                Ok(answers) => answer_all(answers),
+                Err(_) => self.abandon_transaction(),
+            }
+        }
+        self.abandon_compactions();
+        let _ = self.checkpoint("TRUNCATE");
+    }
+
+    /// Commits `batch`; the callers' answers, not yet sent.
+    fn commit_batch(&mut self, mut batch: Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
+        // Compaction runs in steps between batches, never inside one, and
+        // an install replaces the file outside any transaction.
+        let mut answers = Vec::new();
+        let mut i = 0;
+        while i < batch.len() {
+            match &batch[i].op {
+                Op::Compact => {
+                    let job = batch.remove(i);
+                    self.start_compaction(job.reply);
+                }
+                Op::Install(path) => {
+                    let result = self.install(&path.clone()).map(|()| Outcome::Done);
+                    answers.push((batch.remove(i).reply, result));
+                }
+                _ => i += 1,
+            }
+        }
+        if !answers.is_empty() {
+            answers.extend(self.commit_batch(batch));
+            return answers;
+        }
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        if batch.len() == 1 {
+            let results = vec![self.transaction(|w| w.apply(&batch[0].op))];
+            return pair(batch, results);
+        }
+        let together = self.transaction(|w| {
+            batch
+                .iter()
+                .map(|job| w.apply_isolated(&job.op))
+                .collect::<Result<Vec<_>>>()
+        });
+        match together {
+            Ok(results) => pair(batch, results),
+            // The transaction as a whole failed (the disk filled at commit,
+            // a lock timed out): commit each write on its own so that only
+            // the writes that fail again get an error.
+            Err(_) => {
+                let results = batch
+                    .iter()
+                    .map(|job| self.transaction(|w| w.apply(&job.op)))
+                    .collect();
+                pair(batch, results)
+            }
+        }
+    }
+
+    /// Rolls back a transaction a caught panic left open, so that the
+    /// shard's next `BEGIN` works and other processes get the lock back.
+    fn abandon_transaction(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch(sql::ROLLBACK);
+        }
+    }
+
+    /// Runs `f` in `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
+    fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        // Whatever left a transaction open, this one starts clean.
+        self.abandon_transaction();
+        self.exec(sql::BEGIN_WRITE)?;
+        let result = f(self).and_then(|value| self.exec(sql::COMMIT).map(|()| value));
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _ = self.exec(sql::ROLLBACK);
+        }
+        result
+    }
+
+    /// Applies one write inside a savepoint, so that its failure undoes it
+    /// alone. `Err` only when the whole transaction is lost.
+    fn apply_isolated(&mut self, op: &Op) -> Result<Result<Outcome>> {
+        self.exec(sql::SAVEPOINT)?;
+        let result = self.apply(op);
+        if self.conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error).
+            return Err(result.err().unwrap_or_else(|| {
+                Error::new(ErrorKind::Internal, "transaction ended unexpectedly")
+            }));
+        }
+        if result.is_err() {
+            self.exec(sql::ROLLBACK_TO_SAVEPOINT)?;
+        }
+        self.exec(sql::RELEASE_SAVEPOINT)?;
+        Ok(result)
+    }
+
+    fn exec(&self, sql: &str) -> Result<()> {
+        self.sql(sql, [])
+    }
+
+    fn sql<P: rusqlite::Params>(&self, sql: &str, params: P) -> Result<()> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(params))
+            .map(|_| ())
+            .map_err(|e| self.file.err(e))
+    }
+}
+
+/// Each job's reply with its result.
+fn pair(batch: Vec<Job>, results: Vec<Result<Outcome>>) -> Vec<(Reply, Result<Outcome>)> {
+    batch
+        .into_iter()
+        .zip(results)
+        .map(|(job, result)| (job.reply, result))
+        .collect()
+}

@@ -1,0 +1,318 @@
+//! Writes: one NIF call each. On the caller's scheduler the call either
+//! queues the write to its shard's writer and returns `:queued` (the answer
+//! comes as `{reference, answer}`), or continues itself on a dirty IO
+//! scheduler (`enif_schedule_nif`, still the same call for Elixir) when the
+//! store has a lone writer, to commit inline and return the answer, or when
+//! the term is too large to convert on a normal scheduler.
+//!
+//! The deciding step on the caller's scheduler looks at no key: it claims
+//! an inline slot from counters ([`Store::inline_slot`]) and hands it to
+//! the continuation, which hashes the key once and commits.
+
+use crate::error::{error_tuple, guard, panicked};
+use crate::registry::resolve;
+use crate::reply::{answer, reply_to};
+use crate::term::{to_value, Budget, Refusal};
+use litestash_core::{Error, ErrorKind, InlineSlot, Request, Store, Submitted, Value};
+use rustler::sys::{ErlNifEnv, ErlNifTerm, ERL_NIF_DIRTY_JOB_IO_BOUND};
+use rustler::{Binary, Encoder, Env, NifResult, Term};
+use std::ffi::CStr;
+use std::os::raw::c_int;
+
+rustler::atoms! {
+    queued,
+}
+
+/// Builds a write's request from its arguments after the server and the
+/// reference, within `budget`.
+type Build = for<'a> fn(&[Term<'a>], &mut Budget) -> Result<Request, Refusal>;
+
+/// The C signature of a NIF continuation.
+type Continuation = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
+
+/// One write NIF: how to build its request, whether it may commit inline,
+/// and its dirty IO continuation.
+struct WriteNif {
+    name: &'static CStr,
+    inline: bool,
+    build: Build,
+    continuation: Continuation,
+}
+
+/// The caller's-scheduler half of every write NIF. `args` are the NIF's
+/// arguments: the server, the reply reference, then the write's own.
+fn enter<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> NifResult<Term<'a>> {
+    guard(env, || {
+        let store = match resolve(args[0]) {
+            Ok(store) => store,
+            Err(e) => return Ok(error_tuple(env, &e)),
+        };
+        if nif.inline {
+            if let Some(slot) = store.store.inline_slot() {
+                // Carried to the continuation, which takes it back first.
+                slot.forget();
+                return Ok(reschedule(env, nif, args, true));
+            }
+        }
+        Ok(match (nif.build)(&args[2..], &mut Budget::normal()) {
+            Err(Refusal::OverBudget) => reschedule(env, nif, args, false),
+            Err(Refusal::Error(e)) => error_tuple(env, &e),
+            Ok(request) => hand_over(env, &store.store, request, None, args[1]),
+        })
+    })
+}
+
+/// The dirty IO half: `args` as for [`enter`], plus whether an inline slot
+/// was claimed for this call.
+fn resume<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> Term<'a> {
+    let Some((held, args)) = args.split_last() else {
+        return panicked(env);
+    };
+    let slot = (*held == true.encode(env)).then(InlineSlot::resume);
+    let done = guard(env, move || {
+        let store = match resolve(args[0]) {
+            Ok(store) => store,
+            Err(e) => return Ok(error_tuple(env, &e)),
+        };
+        Ok(match (nif.build)(&args[2..], &mut Budget::unlimited()) {
+            Ok(request) => hand_over(env, &store.store, request, slot, args[1]),
+            Err(Refusal::Error(e)) => error_tuple(env, &e),
+            Err(Refusal::OverBudget) => error_tuple(
+                env,
+                &Error::new(
+                    ErrorKind::Internal,
+                    "a walk without limit ran out of budget",
+                ),
+            ),
+        })
+    });
+    done.unwrap_or_else(|_| panicked(env))
+}
+
+/// Continues the call `args` on a dirty IO scheduler.
+fn reschedule<'a>(env: Env<'a>, nif: &WriteNif, args: &[Term<'a>], held: bool) -> Term<'a> {
+    let mut raw: Vec<ErlNifTerm> = args.iter().map(|t| t.as_c_arg()).collect();
+    raw.push(held.encode(env).as_c_arg());
+    // SAFETY: the name is NUL-terminated and static, `raw` holds terms of
+    // this env and outlives the call, and the continuation has the NIF
+    // signature the VM expects.
+    unsafe {
+        Term::new(
+            env,
+            rustler::sys::enif_schedule_nif(
+                env.as_c_arg(),
+                nif.name.as_ptr(),
+                ERL_NIF_DIRTY_JOB_IO_BOUND as c_int,
+                nif.continuation,
+                raw.len() as c_int,
+                raw.as_ptr(),
+            ),
+        )
+    }
+}
+
+/// Submits `request`: the answer when it committed inline, `:queued`
+/// when the writer's message will bring it, or the refusal.
+fn hand_over<'a>(
+    env: Env<'a>,
+    store: &Store,
+    request: Request,
+    slot: Option<InlineSlot>,
+    reference: Term<'a>,
+) -> Term<'a> {
+    match store.submit(request, slot, || reply_to(env, reference)) {
+        Ok(Submitted::Committed(outcome)) => answer(env, outcome),
+        Ok(Submitted::Queued) => queued().encode(env),
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+fn arg<'a, T: rustler::Decoder<'a>>(term: Term<'a>, what: &str) -> Result<T, Refusal> {
+    term.decode().map_err(|_| {
+        Refusal::Error(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("the {what} has the wrong type"),
+        ))
+    })
+}
+
+fn key<'a>(term: Term<'a>) -> Result<Binary<'a>, Refusal> {
+    arg(term, "key")
+}
+
+fn ttl(term: Term) -> Result<Option<u64>, Refusal> {
+    arg(term, "ttl")
+}
+
+fn build_set(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    let value = to_value(args[1], budget)?;
+    Ok(Request::set(
+        key(args[0])?.as_slice(),
+        &value,
+        ttl(args[2])?,
+    )?)
+}
+
+fn build_put_new(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    let value = to_value(args[1], budget)?;
+    Ok(Request::put_new(key(args[0])?.as_slice(), &value)?)
+}
+
+fn build_compare_and_set(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    let expected = to_value(args[1], budget)?;
+    budget.next_value();
+    let new = to_value(args[2], budget)?;
+    Ok(Request::compare_and_set(
+        key(args[0])?.as_slice(),
+        &expected,
+        &new,
+    )?)
+}
+
+fn build_incr(args: &[Term], _: &mut Budget) -> Result<Request, Refusal> {
+    Ok(Request::incr(
+        key(args[0])?.as_slice(),
+        arg(args[1], "amount")?,
+    )?)
+}
+
+fn build_delete(args: &[Term], _: &mut Budget) -> Result<Request, Refusal> {
+    Ok(Request::delete(key(args[0])?.as_slice())?)
+}
+
+fn build_expire(args: &[Term], _: &mut Budget) -> Result<Request, Refusal> {
+    Ok(Request::expire(key(args[0])?.as_slice(), ttl(args[1])?)?)
+}
+
+fn build_clear(_: &[Term], _: &mut Budget) -> Result<Request, Refusal> {
+    Ok(Request::clear())
+}
+
+fn build_compact(_: &[Term], _: &mut Budget) -> Result<Request, Refusal> {
+    Ok(Request::compact())
+}
+
+/// `[{key, value}]`, walked within the budget one pair at a time (never
+/// the whole list first).
+fn build_set_many(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    let list = args[0].into_list_iterator().map_err(|_| {
+        Refusal::Error(Error::new(
+            ErrorKind::InvalidArgument,
+            "the pairs are not a list",
+        ))
+    })?;
+    let mut pairs: Vec<(Binary, Value)> = Vec::new();
+    for pair in list {
+        budget.charge(1)?;
+        budget.next_value();
+        let (k, v): (Term, Term) = arg(pair, "pair")?;
+        pairs.push((key(k)?, to_value(v, budget)?));
+    }
+    let refs: Vec<(&[u8], &Value)> = pairs.iter().map(|(k, v)| (k.as_slice(), v)).collect();
+    Ok(Request::set_many(&refs)?)
+}
+
+/// Defines the write NIF `$name` with `$arity` arguments after the server
+/// and reference, and its continuation.
+macro_rules! write_nif {
+    ($name:ident, $table:ident, $cont:ident, $inline:expr, $build:ident, [$($arg:ident),*]) => {
+        static $table: WriteNif = WriteNif {
+            name: match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("a NIF name with a NUL byte"),
+            },
+            inline: $inline,
+            build: $build,
+            continuation: $cont,
+        };
+
+        unsafe extern "C" fn $cont(
+            env: *mut ErlNifEnv,
+            argc: c_int,
+            argv: *const ErlNifTerm,
+        ) -> ErlNifTerm {
+            let marker = ();
+            // SAFETY: the VM calls a continuation with its env and `argc`
+            // terms at `argv`, valid for the call.
+            let env = Env::new(&marker, env);
+            let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
+                .iter()
+                .map(|&t| Term::new(env, t))
+                .collect();
+            resume(env, &args, &$table).as_c_arg()
+        }
+
+        #[rustler::nif]
+        fn $name<'a>(
+            env: Env<'a>,
+            server: Term<'a>,
+            reference: Term<'a>,
+            $($arg: Term<'a>),*
+        ) -> NifResult<Term<'a>> {
+            enter(env, &[server, reference, $($arg),*], &$table)
+        }
+    };
+}
+
+write_nif!(set, SET, set_dirty, true, build_set, [key, value, ttl]);
+write_nif!(
+    put_new,
+    PUT_NEW,
+    put_new_dirty,
+    true,
+    build_put_new,
+    [key, value]
+);
+write_nif!(
+    compare_and_set,
+    COMPARE_AND_SET,
+    compare_and_set_dirty,
+    true,
+    build_compare_and_set,
+    [key, expected, new]
+);
+write_nif!(incr, INCR, incr_dirty, true, build_incr, [key, by]);
+write_nif!(delete, DELETE, delete_dirty, true, build_delete, [key]);
+write_nif!(
+    expire,
+    EXPIRE,
+    expire_dirty,
+    false,
+    build_expire,
+    [key, ttl]
+);
+write_nif!(
+    set_many,
+    SET_MANY,
+    set_many_dirty,
+    false,
+    build_set_many,
+    [pairs]
+);
+write_nif!(clear, CLEAR, clear_dirty, false, build_clear, []);
+write_nif!(compact, COMPACT, compact_dirty, false, build_compact, []);
+
+write_nif!(
+    replica_apply,
+    REPLICA_APPLY,
+    replica_apply_dirty,
+    false,
+    build_replica_apply,
+    [shard, index, now_ms, ops]
+);
+write_nif!(
+    shard_install,
+    SHARD_INSTALL,
+    shard_install_dirty,
+    false,
+    build_shard_install,
+    [shard, src]
+);
+
+fn build_replica_apply(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_apply(args, budget)
+}
+
+fn build_shard_install(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_install(args, budget)
+}
