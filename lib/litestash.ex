@@ -89,6 +89,20 @@ defmodule LiteStash do
       Default `false`. A store opened without it reads a replica's files and
       refuses to write them.
 
+  With `:cluster`, the store is one member of a store replicated over
+  several nodes with Ra (see `LiteStash.Cluster`; Ra must be in your deps):
+
+    * `:cluster` - the member nodes, this one included. Every call on any
+      member then goes through the shard's Raft group.
+    * `:replication_factor` - how many members hold each shard, chosen by
+      rendezvous hashing of the shard index. Default `nil`: all of them.
+    * `:cluster_reads` - `:local` (default) reads this node's replica;
+      `:consistent` makes reads linearizable (Ra's consistent query).
+    * `:timeout` - milliseconds a call waits for a quorum before it answers
+      `reason: :no_quorum`. Default `5_000`.
+    * `:snapshot_interval` - log entries between two snapshots of a shard.
+      Default `4096`.
+
   An unknown option or a bad value raises `ArgumentError`.
 
   ## Value types
@@ -139,6 +153,11 @@ defmodule LiteStash do
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
           | {:replica, boolean()}
+          | {:cluster, [node()]}
+          | {:replication_factor, pos_integer() | nil}
+          | {:cluster_reads, :local | :consistent}
+          | {:timeout, pos_integer()}
+          | {:snapshot_interval, pos_integer()}
 
   @defaults [
     data_dir: "./data",
@@ -168,6 +187,11 @@ defmodule LiteStash do
   """
   @spec start_link([option()]) :: {:ok, pid()} | {:error, Error.t()}
   def start_link(opts \\ []) do
+    validate_options!(opts)
+    if LiteStash.Cluster.member?(opts), do: LiteStash.Cluster.start_link(opts), else: open(opts)
+  end
+
+  defp open(opts) do
     opts = validate_options!(opts)
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
@@ -209,7 +233,9 @@ defmodule LiteStash do
   """
   @spec stop(server()) :: :ok
   def stop(server \\ __MODULE__) do
-    GenServer.stop(server, :normal)
+    if clustered?(server),
+      do: LiteStash.Cluster.stop(server),
+      else: GenServer.stop(server, :normal)
   end
 
   defp validate_options!(opts) do
@@ -229,7 +255,12 @@ defmodule LiteStash do
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
-    replica: "a boolean"
+    replica: "a boolean",
+    cluster: "a non-empty list of node names",
+    replication_factor: "a positive integer or nil",
+    cluster_reads: ":local or :consistent",
+    timeout: "a positive integer of milliseconds",
+    snapshot_interval: "a positive integer"
   }
 
   defp validate_option!(key, value) do
@@ -260,6 +291,10 @@ defmodule LiteStash do
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
+
+  defp valid_option?(key, value), do: LiteStash.Cluster.valid_option?(key, value)
+
+  defp clustered?(server), do: LiteStash.Cluster.clustered?(server)
 
   ## Writes
 
@@ -305,7 +340,9 @@ defmodule LiteStash do
     key = key!(key)
     ttl = ttl_option!(opts)
 
-    Call.write(server, :set, &Native.set(&1, &2, key, value, ttl))
+    if clustered?(server),
+      do: LiteStash.Cluster.set(server, key, value, ttl),
+      else: Call.write(server, :set, &Native.set(&1, &2, key, value, ttl))
   end
 
   defp ttl_option!(opts) do
@@ -340,7 +377,9 @@ defmodule LiteStash do
   def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
     pairs = Enum.map(pairs, fn {key, value} -> {key!(key), value} end)
 
-    Call.write(server, :mset, &Native.set_many(&1, &2, pairs))
+    if clustered?(server),
+      do: LiteStash.Cluster.mset(server, pairs),
+      else: Call.write(server, :mset, &Native.set_many(&1, &2, pairs))
   end
 
   @doc """
@@ -350,13 +389,17 @@ defmodule LiteStash do
   def delete(server \\ __MODULE__, key) do
     key = key!(key)
 
-    Call.write(server, :delete, &Native.delete(&1, &2, key))
+    if clustered?(server),
+      do: LiteStash.Cluster.delete(server, key),
+      else: Call.write(server, :delete, &Native.delete(&1, &2, key))
   end
 
   @doc "Deletes every key of every shard. Returns `:ok` once committed."
   @spec clear(server()) :: :ok | {:error, Error.t()}
   def clear(server \\ __MODULE__) do
-    Call.write(server, :clear, &Native.clear(&1, &2))
+    if clustered?(server),
+      do: LiteStash.Cluster.clear(server),
+      else: Call.write(server, :clear, &Native.clear(&1, &2))
   end
 
   ## Reads
@@ -369,7 +412,9 @@ defmodule LiteStash do
   def get(server \\ __MODULE__, key) do
     key = key!(key)
 
-    Call.read(server, :get, &Native.get(&1, key))
+    if clustered?(server),
+      do: LiteStash.Cluster.get(server, key),
+      else: Call.read(server, :get, &Native.get(&1, key))
   end
 
   @doc "Like `get/2`, but returns the value or raises `LiteStash.Error`."
@@ -389,7 +434,9 @@ defmodule LiteStash do
   def mget(server \\ __MODULE__, keys) when is_list(keys) do
     keys = Enum.map(keys, &key!/1)
 
-    Call.read(server, :mget, &Native.get_many(&1, keys))
+    if clustered?(server),
+      do: LiteStash.Cluster.mget(server, keys),
+      else: Call.read(server, :mget, &Native.get_many(&1, keys))
   end
 
   @doc """
@@ -400,7 +447,12 @@ defmodule LiteStash do
   def exists?(server \\ __MODULE__, key) do
     key = key!(key)
 
-    case Call.read(server, :exists, &Native.exists(&1, key)) do
+    found =
+      if clustered?(server),
+        do: LiteStash.Cluster.exists(server, key),
+        else: Call.read(server, :exists, &Native.exists(&1, key))
+
+    case found do
       {:ok, found} -> found
       {:error, error} -> raise error
     end
@@ -541,7 +593,9 @@ defmodule LiteStash do
             "expire/3 takes a positive integer of milliseconds, got: #{inspect(ms)}"
     end
 
-    Call.write(server, :expire, &Native.expire(&1, &2, key, ms))
+    if clustered?(server),
+      do: LiteStash.Cluster.expire(server, key, ms),
+      else: Call.write(server, :expire, &Native.expire(&1, &2, key, ms))
   end
 
   @doc """
@@ -552,7 +606,9 @@ defmodule LiteStash do
   def persist(server \\ __MODULE__, key) do
     key = key!(key)
 
-    Call.write(server, :persist, &Native.expire(&1, &2, key, nil))
+    if clustered?(server),
+      do: LiteStash.Cluster.persist(server, key),
+      else: Call.write(server, :persist, &Native.expire(&1, &2, key, nil))
   end
 
   @doc """
@@ -563,7 +619,9 @@ defmodule LiteStash do
   def ttl(server \\ __MODULE__, key) do
     key = key!(key)
 
-    Call.read(server, :ttl, &Native.ttl(&1, key))
+    if clustered?(server),
+      do: LiteStash.Cluster.ttl(server, key),
+      else: Call.read(server, :ttl, &Native.ttl(&1, key))
   end
 
   ## Atomic read-modify-write
@@ -601,7 +659,9 @@ defmodule LiteStash do
       raise ArgumentError, "incr takes an integer in -2^63..2^63-1 to add, got: #{inspect(by)}"
     end
 
-    Call.write(server, :incr, &Native.incr(&1, &2, key, by))
+    if clustered?(server),
+      do: LiteStash.Cluster.incr(server, key, by),
+      else: Call.write(server, :incr, &Native.incr(&1, &2, key, by))
   end
 
   @doc """
@@ -612,7 +672,9 @@ defmodule LiteStash do
   def put_new(server \\ __MODULE__, key, value) do
     key = key!(key)
 
-    Call.write(server, :put_new, &Native.put_new(&1, &2, key, value))
+    if clustered?(server),
+      do: LiteStash.Cluster.put_new(server, key, value),
+      else: Call.write(server, :put_new, &Native.put_new(&1, &2, key, value))
   end
 
   @doc """
@@ -628,7 +690,14 @@ defmodule LiteStash do
   def compare_and_set(server \\ __MODULE__, key, expected, new) do
     key = key!(key)
 
-    Call.write(server, :compare_and_set, &Native.compare_and_set(&1, &2, key, expected, new))
+    if clustered?(server),
+      do: LiteStash.Cluster.compare_and_set(server, key, expected, new),
+      else:
+        Call.write(
+          server,
+          :compare_and_set,
+          &Native.compare_and_set(&1, &2, key, expected, new)
+        )
   end
 
   ## Backup and maintenance
@@ -662,7 +731,9 @@ defmodule LiteStash do
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(server \\ __MODULE__) do
-    Call.read(server, :info, &Native.info/1)
+    if clustered?(server),
+      do: LiteStash.Cluster.info(server),
+      else: Call.read(server, :info, &Native.info/1)
   end
 
   @doc """

@@ -6,8 +6,15 @@ defmodule LiteStash.Cluster do
 
   Start the same child spec on every member node:
 
-      {LiteStash.Cluster, name: :kv, data_dir: "/var/lib/kv",
-                          cluster: [:"kv@a", :"kv@b", :"kv@c"]}
+      {LiteStash, name: :kv, data_dir: "/var/lib/kv",
+                  cluster: [:"kv@a", :"kv@b", :"kv@c"]}
+
+  Every function of `LiteStash` then works on any member as it does on a
+  single node (`LiteStash.start_link/1` with `:cluster` comes here, and
+  each data function called with the store's name comes to the function of
+  the same name below). `keys/2`, `count/2`, `stream/2` and `backup/2` read
+  this node's replica; with a `:replication_factor` below the number of
+  members it holds only some shards, so they see only those.
 
   Each member's data dir holds the usual 16 contract files (the replica;
   any tool may read them) and Ra's log under `ra/`. A write is committed
@@ -46,7 +53,7 @@ defmodule LiteStash.Cluster do
   """
 
   alias LiteStash.Error
-  alias LiteStash.Cluster.{Member, Placement, Replica}
+  alias LiteStash.Cluster.{Group, Machine, Member, Membership, Placement, Replica}
 
   @cluster_defaults [
     replication_factor: nil,
@@ -54,6 +61,16 @@ defmodule LiteStash.Cluster do
     timeout: 5_000,
     snapshot_interval: 4096
   ]
+
+  @cluster_only Keyword.keys(@cluster_defaults)
+
+  @expected %{
+    cluster: "a non-empty list of node names",
+    replication_factor: "a positive integer or nil",
+    cluster_reads: ":local or :consistent",
+    timeout: "a positive integer of milliseconds",
+    snapshot_interval: "a positive integer"
+  }
 
   @doc "A child spec for a supervision tree; the id is the store's name."
   @spec child_spec(keyword()) :: Supervisor.child_spec()
@@ -71,14 +88,49 @@ defmodule LiteStash.Cluster do
   """
   @spec start_link(keyword()) :: {:ok, pid()} | {:error, term()}
   def start_link(opts) do
-    Member.start_link(config!(opts))
+    Member.start_link(parse!(opts))
   end
 
   @doc "Stops this node's member (its Ra servers, then its store)."
   @spec stop(atom()) :: :ok
   def stop(name \\ LiteStash), do: GenServer.stop(member_name(name))
 
-  defp config!(opts) do
+  @doc false
+  # Whether `server` names a clustered store running on this node: what
+  # LiteStash's functions check before they touch the store themselves.
+  @spec clustered?(term()) :: boolean()
+  def clustered?(server) when is_atom(server),
+    do: :persistent_term.get({__MODULE__, server}, nil) != nil
+
+  def clustered?(_server), do: false
+
+  @doc false
+  # Whether LiteStash.start_link/1's (valid) options start a member; a
+  # cluster's option without `:cluster` raises.
+  @spec member?(keyword()) :: boolean()
+  def member?(opts) do
+    case {Keyword.has_key?(opts, :cluster), Enum.find(opts, &(elem(&1, 0) in @cluster_only))} do
+      {false, {key, _}} ->
+        raise ArgumentError,
+              "the LiteStash option #{inspect(key)} is for a cluster: it needs :cluster"
+
+      {member?, _} ->
+        member?
+    end
+  end
+
+  @doc false
+  # LiteStash.start_link/1's check of a cluster option's value.
+  @spec valid_option?(atom(), term()) :: boolean()
+  def valid_option?(:cluster, nodes),
+    do: is_list(nodes) and nodes != [] and Enum.all?(nodes, &is_atom/1)
+
+  def valid_option?(:replication_factor, n), do: is_nil(n) or (is_integer(n) and n > 0)
+  def valid_option?(:cluster_reads, reads), do: reads in [:local, :consistent]
+  def valid_option?(:timeout, ms), do: is_integer(ms) and ms > 0
+  def valid_option?(:snapshot_interval, n), do: is_integer(n) and n > 0
+
+  defp parse!(opts) do
     unless Keyword.keyword?(opts),
       do:
         raise(
@@ -111,23 +163,9 @@ defmodule LiteStash.Cluster do
     }
   end
 
-  defp validate!(:cluster, nodes) when is_list(nodes) and nodes != [] do
-    unless Enum.all?(nodes, &is_atom/1), do: bad!(:cluster, "a list of node names", nodes)
+  defp validate!(key, value) do
+    unless valid_option?(key, value), do: bad!(key, @expected[key], value)
   end
-
-  defp validate!(:cluster, nodes), do: bad!(:cluster, "a non-empty list of node names", nodes)
-  defp validate!(:replication_factor, nil), do: :ok
-  defp validate!(:replication_factor, n) when is_integer(n) and n > 0, do: :ok
-
-  defp validate!(:replication_factor, n),
-    do: bad!(:replication_factor, "a positive integer or nil", n)
-
-  defp validate!(:cluster_reads, reads) when reads in [:local, :consistent], do: :ok
-  defp validate!(:cluster_reads, reads), do: bad!(:cluster_reads, ":local or :consistent", reads)
-  defp validate!(:timeout, ms) when is_integer(ms) and ms > 0, do: :ok
-  defp validate!(:timeout, ms), do: bad!(:timeout, "a positive integer of milliseconds", ms)
-  defp validate!(:snapshot_interval, n) when is_integer(n) and n > 0, do: :ok
-  defp validate!(:snapshot_interval, n), do: bad!(:snapshot_interval, "a positive integer", n)
 
   defp bad!(key, expected, got) do
     raise ArgumentError,
@@ -136,11 +174,10 @@ defmodule LiteStash.Cluster do
 
   ## Writes
 
-  @doc "Like `LiteStash.set/4`, replicated. Options: `:ttl`."
-  @spec set(atom(), String.t(), LiteStash.value(), keyword()) :: :ok | {:error, Error.t()}
-  def set(name, key, value, opts \\ []) do
-    one(name, key, {:set, key, value, ttl!(opts)}, true)
-  end
+  @doc "Like `LiteStash.set/4`, replicated. `ttl` is nil or milliseconds."
+  @spec set(atom(), String.t(), LiteStash.value(), pos_integer() | nil) ::
+          :ok | {:error, Error.t()}
+  def set(name, key, value, ttl \\ nil), do: one(name, key, {:set, key, value, ttl}, true)
 
   @doc "Like `LiteStash.put_new/3`, replicated; answered from the replicated state."
   @spec put_new(atom(), String.t(), LiteStash.value()) :: :ok | {:error, Error.t()}
@@ -161,13 +198,12 @@ defmodule LiteStash.Cluster do
   def incr(name, key, by \\ 1) when is_integer(by), do: one(name, key, {:incr, key, by}, false)
 
   @doc "Like `LiteStash.expire/3`, replicated: the deadline is the leader's clock plus `ms`."
-  @spec expire(atom(), String.t(), pos_integer()) :: :ok | {:error, Error.t()}
-  def expire(name, key, ms) when is_integer(ms) and ms > 0,
-    do: one(name, key, {:expire, key, ms}, true)
+  @spec expire(atom(), String.t(), pos_integer() | nil) :: :ok | {:error, Error.t()}
+  def expire(name, key, ms), do: one(name, key, {:expire, key, ms}, true)
 
   @doc "Like `LiteStash.persist/2`, replicated."
   @spec persist(atom(), String.t()) :: :ok | {:error, Error.t()}
-  def persist(name, key), do: one(name, key, {:expire, key, nil}, true)
+  def persist(name, key), do: expire(name, key, nil)
 
   @doc """
   Like `LiteStash.mset/2`, replicated: one log entry per shard, so the keys
@@ -175,234 +211,131 @@ defmodule LiteStash.Cluster do
   """
   @spec mset(atom(), map() | [{String.t(), LiteStash.value()}]) :: :ok | {:error, Error.t()}
   def mset(name, pairs) do
-    config = config(name)
+    config = config!(name)
 
-    pairs
-    |> Enum.group_by(fn {key, _} -> Replica.shard_of(key!(key)) end)
-    |> Enum.reduce_while(:ok, fn {shard, pairs}, :ok ->
-      ops = for {key, value} <- pairs, do: {:set, key, value, nil}
-
-      case command(config, shard, ops, true) do
-        {:ok, results} -> first_error(results)
-        error -> {:halt, error}
-      end
-    end)
+    with {:ok, by_shard} <- group_by_shard(pairs, &elem(&1, 0)) do
+      Enum.reduce_while(by_shard, :ok, fn {shard, pairs}, :ok ->
+        ops = for {key, value} <- pairs, do: {:set, key, value, nil}
+        all_ok(Group.command(config, shard, ops, true))
+      end)
+    end
   end
 
   @doc "Like `LiteStash.clear/1`, replicated: one log entry per shard."
   @spec clear(atom()) :: :ok | {:error, Error.t()}
   def clear(name) do
-    config = config(name)
+    config = config!(name)
 
     Enum.reduce_while(0..(Placement.shards() - 1), :ok, fn shard, :ok ->
-      case command(config, shard, [:clear], true) do
-        {:ok, results} -> first_error(results)
-        error -> {:halt, error}
-      end
+      all_ok(Group.command(config, shard, [:clear], true))
     end)
   end
 
-  defp first_error(results) do
-    case Enum.find(results, &match?({:error, _}, &1)) do
+  defp all_ok({:ok, answers}) do
+    case Enum.find(answers, &match?({:error, _}, &1)) do
       nil -> {:cont, :ok}
       error -> {:halt, error}
     end
   end
 
-  defp one(name, key, op, idempotent?) do
-    config = config(name)
+  defp all_ok({:error, _} = error), do: {:halt, error}
 
-    case command(config, Replica.shard_of(key!(key)), [op], idempotent?) do
-      {:ok, [result]} -> result
-      {:error, _} = error -> error
+  defp one(name, key, op, idempotent?) do
+    config = config!(name)
+
+    with {:ok, shard} <- shard_of(key) do
+      case Group.command(config, shard, [op], idempotent?) do
+        {:ok, [answer]} -> answer
+        {:error, _} = error -> error
+      end
     end
   end
 
-  defp ttl!([]), do: nil
-  defp ttl!(ttl: ms) when is_integer(ms) and ms > 0, do: ms
+  defp shard_of(key) when is_binary(key), do: LiteStash.Replica.shard_of(key)
 
-  defp ttl!(opts),
-    do:
-      raise(
-        ArgumentError,
-        "LiteStash.Cluster.set takes only ttl: (positive ms), got: #{inspect(opts)}"
-      )
-
-  defp key!(key) when is_binary(key), do: key
-
-  defp key!(key),
+  defp shard_of(key),
     do:
       raise(
         ArgumentError,
         "a LiteStash key must be a binary (a UTF-8 string), got: #{inspect(key)}"
       )
 
-  # Sends `ops` as one log entry of `shard` and waits for the leader to
-  # apply it. A call that cannot have reached any server (none runs there,
-  # or the node cannot be connected) tries the next holder until the
-  # timeout; one that may have reached a leader is retried only when the
-  # ops are idempotent, since it may be applied once already.
-  defp command(config, shard, ops, idempotent?) do
-    deadline = now() + config.timeout
-    attempt(config, shard, {:ops, ops}, idempotent?, deadline, candidates(config, shard))
-  end
-
-  defp attempt(config, shard, command, idempotent?, deadline, []) do
-    if now() + 25 < deadline do
-      Process.sleep(25)
-      attempt(config, shard, command, idempotent?, deadline, candidates(config, shard))
-    else
-      {:error, no_quorum(config, shard)}
-    end
-  end
-
-  defp attempt(config, shard, command, idempotent?, deadline, [server | rest]) do
-    left = deadline - now()
-    connected? = elem(server, 1) in [node() | Node.list()]
-
-    if left <= 0 do
-      {:error, no_quorum(config, shard)}
-    else
-      case ra().process_command(server, command, left) do
-        {:ok, reply, leader} ->
-          remember_leader(config, shard, leader)
-          {:ok, reply}
-
-        {:timeout, _} ->
-          {:error, no_quorum(config, shard)}
-
-        {:error, :noproc} ->
-          attempt(config, shard, command, idempotent?, deadline, rest)
-
-        {:error, _} when idempotent? or not connected? ->
-          forget_leader(config, shard)
-          attempt(config, shard, command, idempotent?, deadline, rest)
-
-        {:error, _} ->
-          forget_leader(config, shard)
-          {:error, no_quorum(config, shard)}
+  # `{:ok, [{shard, items}]}`, or the first key's routing error.
+  defp group_by_shard(items, key_of) do
+    Enum.reduce_while(items, {:ok, %{}}, fn item, {:ok, acc} ->
+      case shard_of(key_of.(item)) do
+        {:ok, shard} -> {:cont, {:ok, Map.update(acc, shard, [item], &[item | &1])}}
+        error -> {:halt, error}
       end
+    end)
+    |> case do
+      {:ok, acc} -> {:ok, Enum.map(acc, fn {shard, items} -> {shard, Enum.reverse(items)} end)}
+      error -> error
     end
-  end
-
-  defp no_quorum(config, shard) do
-    %Error{
-      reason: :no_quorum,
-      message:
-        "no quorum of shard #{shard}'s members of #{inspect(config.name)} answered within #{config.timeout} ms; " <>
-          "the write may or may not be applied later"
-    }
-  end
-
-  # The servers to send a shard's commands to: the last leader seen, this
-  # node's own server, then every holder by placement.
-  defp candidates(config, shard) do
-    holders =
-      case :persistent_term.get({__MODULE__, config.name, :members, shard}, nil) do
-        nil -> Placement.holders(shard, config.nodes, config.replication_factor)
-        nodes -> nodes
-      end
-
-    leader = :persistent_term.get({__MODULE__, config.name, :leader, shard}, nil)
-    local = if Process.whereis(server_name(config.name, shard)), do: [node()], else: []
-
-    (List.wrap(leader) ++ local ++ holders)
-    |> Enum.uniq()
-    |> Enum.map(&server_id(config.name, shard, &1))
-  end
-
-  defp remember_leader(config, shard, {_, leader}) do
-    key = {__MODULE__, config.name, :leader, shard}
-    if :persistent_term.get(key, nil) != leader, do: :persistent_term.put(key, leader)
-  end
-
-  defp forget_leader(config, shard) do
-    :persistent_term.erase({__MODULE__, config.name, :leader, shard})
-  end
-
-  defp remember_members(config, shard, nodes) do
-    key = {__MODULE__, config.name, :members, shard}
-    if :persistent_term.get(key, nil) != nodes, do: :persistent_term.put(key, nodes)
   end
 
   ## Reads
 
-  @doc "Like `LiteStash.get/2`, from the replica (see `:cluster_reads`)."
+  @doc "Like `LiteStash.get/2`, from a replica (see `:cluster_reads`)."
   @spec get(atom(), String.t()) :: {:ok, LiteStash.value()} | {:error, Error.t()}
-  def get(name, key), do: read(name, Replica.shard_of(key!(key)), :get, [key])
+  def get(name, key), do: read_key(name, key, :get, [key])
 
-  @doc "Like `LiteStash.exists?/2`, from the replica."
+  @doc "Like `LiteStash.exists?/2`, from a replica: `{:ok, boolean}`."
+  @spec exists(atom(), String.t()) :: {:ok, boolean()} | {:error, Error.t()}
+  def exists(name, key), do: read_key(name, key, :exists, [key])
+
+  @doc "Like `LiteStash.exists?/2`, from a replica."
   @spec exists?(atom(), String.t()) :: boolean()
   def exists?(name, key) do
-    case read(name, Replica.shard_of(key!(key)), :exists, [key]) do
+    case exists(name, key) do
       {:ok, found} -> found
       {:error, error} -> raise error
     end
   end
 
-  @doc "Like `LiteStash.ttl/2`, from the replica."
+  @doc "Like `LiteStash.ttl/2`, from a replica."
   @spec ttl(atom(), String.t()) :: {:ok, non_neg_integer() | :infinity} | {:error, Error.t()}
-  def ttl(name, key), do: read(name, Replica.shard_of(key!(key)), :ttl, [key])
+  def ttl(name, key), do: read_key(name, key, :ttl, [key])
 
   @doc "Like `LiteStash.mget/2`, from the replicas, one read per shard."
   @spec mget(atom(), [String.t()]) :: {:ok, map()} | {:error, Error.t()}
   def mget(name, keys) do
-    keys
-    |> Enum.group_by(&Replica.shard_of(key!(&1)))
-    |> Enum.reduce_while({:ok, %{}}, fn {shard, keys}, {:ok, acc} ->
-      case read(name, shard, :get_many, [keys]) do
-        {:ok, found} -> {:cont, {:ok, Map.merge(acc, found)}}
-        error -> {:halt, error}
-      end
-    end)
+    with {:ok, by_shard} <- group_by_shard(keys, & &1) do
+      Enum.reduce_while(by_shard, {:ok, %{}}, fn {shard, keys}, {:ok, acc} ->
+        case read(name, shard, :get_many, [keys]) do
+          {:ok, found} -> {:cont, {:ok, Map.merge(acc, found)}}
+          error -> {:halt, error}
+        end
+      end)
+    end
+  end
+
+  defp read_key(name, key, fun, args) do
+    with {:ok, shard} <- shard_of(key), do: read(name, shard, fun, args)
   end
 
   defp read(name, shard, fun, args) do
-    config = config(name)
+    config = config!(name)
 
-    case config.reads do
-      :local ->
-        local? = Process.whereis(server_name(name, shard)) != nil
-        if local?, do: local_read(name, fun, args), else: remote_read(config, shard, fun, args)
+    cond do
+      config.reads == :consistent ->
+        Group.consistent_query(config, shard, {Machine, :read, [fun, args]})
 
-      :consistent ->
-        query = {LiteStash.Cluster.Machine, :read, [fun, args]}
-        deadline = now() + config.timeout
-        consistent_read(config, shard, query, deadline, candidates(config, shard))
+      Group.local?(name, shard) ->
+        Replica.read(name, fun, args)
+
+      true ->
+        remote_read(config, shard, fun, args)
     end
   end
 
-  defp consistent_read(config, shard, query, deadline, []) do
-    if now() + 25 < deadline do
-      Process.sleep(25)
-      consistent_read(config, shard, query, deadline, candidates(config, shard))
-    else
-      {:error, no_quorum(config, shard)}
-    end
-  end
-
-  defp consistent_read(config, shard, query, deadline, [server | rest]) do
-    case ra().consistent_query(server, query, max(deadline - now(), 1)) do
-      {:ok, result, leader} ->
-        remember_leader(config, shard, leader)
-        result
-
-      {:timeout, _} ->
-        {:error, no_quorum(config, shard)}
-
-      {:error, _} ->
-        forget_leader(config, shard)
-        consistent_read(config, shard, query, deadline, rest)
-    end
-  end
-
+  # A shard this node does not hold is read on a holder's replica.
   defp remote_read(config, shard, fun, args) do
-    holders = Enum.map(candidates(config, shard), &elem(&1, 1)) -- [node()]
+    holders = Enum.map(Group.candidates(config, shard), &elem(&1, 1)) -- [node()]
 
-    Enum.reduce_while(holders, {:error, no_quorum(config, shard)}, fn holder, error ->
+    Enum.reduce_while(holders, {:error, Group.no_quorum(config, shard)}, fn holder, error ->
       try do
-        {:halt,
-         :erpc.call(holder, __MODULE__, :local_read, [config.name, fun, args], config.timeout)}
+        {:halt, :erpc.call(holder, Replica, :read, [config.name, fun, args], config.timeout)}
       catch
         :error, {:erpc, _} -> {:cont, error}
         :exit, _ -> {:cont, error}
@@ -410,26 +343,20 @@ defmodule LiteStash.Cluster do
     end)
   end
 
-  @doc false
-  # A read of this node's replica files, which never waits for Ra.
-  def local_read(name, fun, args) do
-    Replica.read(Replica.store!(name), fun, args)
-  end
-
   ## Membership
 
   @doc """
   Adds `new_node` to the cluster. The node must already run this store's
-  member (`start_link/1` with a `:cluster` that lists it). Each shard that
-  the new member list places on `new_node` gets a server there, which
-  catches up from a snapshot of the shard (a copy of its file) and the log
-  after it; a shard that placement moves off another member is removed
-  from it. Returns `:ok`, or `{:error, {shard, reason}}` for the first
-  shard that could not be changed.
+  member (`LiteStash.start_link/1` with a `:cluster` that lists it). Each
+  shard that the new member list places on `new_node` gets a server there,
+  which catches up from a snapshot of the shard (a copy of its file) and
+  the log after it; a shard that placement moves off another member is
+  removed from it. Returns `:ok`, or `{:error, {shard, reason}}` for the
+  first shard that could not be changed.
   """
   @spec add_member(atom(), node()) :: :ok | {:error, term()}
   def add_member(name \\ LiteStash, new_node) do
-    change_members(name, fn nodes -> Enum.uniq(nodes ++ [new_node]) end)
+    Membership.change(config!(name), fn nodes -> Enum.uniq(nodes ++ [new_node]) end)
   end
 
   @doc """
@@ -439,179 +366,67 @@ defmodule LiteStash.Cluster do
   """
   @spec remove_member(atom(), node()) :: :ok | {:error, term()}
   def remove_member(name \\ LiteStash, old_node) do
-    change_members(name, fn nodes -> nodes -- [old_node] end)
-  end
-
-  defp change_members(name, change) do
-    config = config(name)
-
-    current =
-      for shard <- 0..(Placement.shards() - 1), into: %{}, do: {shard, members!(config, shard)}
-
-    nodes = current |> Map.values() |> Enum.concat() |> Enum.uniq() |> change.()
-
-    Enum.reduce_while(current, :ok, fn {shard, members}, :ok ->
-      wanted = Placement.holders(shard, nodes, config.replication_factor)
-
-      with :ok <- add_holders(config, shard, members, wanted -- members),
-           :ok <- remove_holders(config, shard, wanted, members -- wanted) do
-        remember_members(config, shard, wanted)
-        {:cont, :ok}
-      else
-        {:error, reason} -> {:halt, {:error, {shard, reason}}}
-      end
-    end)
-  end
-
-  defp add_holders(config, shard, members, added) do
-    Enum.reduce_while(added, :ok, fn new, :ok ->
-      servers = Enum.map(members, &server_id(config.name, shard, &1))
-
-      with :ok <-
-             :erpc.call(new, __MODULE__, :ensure_server, [config.name, shard, members ++ [new]]),
-           {:ok, _, _} <-
-             retry(fn ->
-               ra().add_member(servers, server_id(config.name, shard, new), config.timeout)
-             end) do
-        {:cont, :ok}
-      else
-        {:error, :already_member} -> {:cont, :ok}
-        other -> {:halt, {:error, other}}
-      end
-    end)
-  end
-
-  defp remove_holders(config, shard, wanted, removed) do
-    Enum.reduce_while(removed, :ok, fn old, :ok ->
-      servers = Enum.map(wanted, &server_id(config.name, shard, &1))
-
-      case retry(fn ->
-             ra().remove_member(servers, server_id(config.name, shard, old), config.timeout)
-           end) do
-        {:ok, _, _} ->
-          try do
-            :erpc.call(old, __MODULE__, :delete_server, [config.name, shard], config.timeout)
-          catch
-            _, _ -> :ok
-          end
-
-          {:cont, :ok}
-
-        {:error, :not_member} ->
-          {:cont, :ok}
-
-        other ->
-          {:halt, {:error, other}}
-      end
-    end)
-  end
-
-  # Ra refuses a membership change until the leader has committed an entry
-  # of its term (cluster_change_not_permitted): a fresh leader soon has.
-  defp retry(fun, tries \\ 40) do
-    case fun.() do
-      {:error, :cluster_change_not_permitted} when tries > 0 ->
-        Process.sleep(100)
-        retry(fun, tries - 1)
-
-      {:error, {:no_more_servers_to_try, _}} when tries > 0 ->
-        Process.sleep(100)
-        retry(fun, tries - 1)
-
-      other ->
-        other
-    end
-  end
-
-  @doc false
-  # Starts this node's server of `shard` if it runs none, as a new member
-  # joining `holders` (an add_member in progress).
-  def ensure_server(name, shard, holders) do
-    config = config(name)
-
-    if Process.whereis(server_name(name, shard)),
-      do: :ok,
-      else: Member.start_new_server(config, shard, holders)
-  end
-
-  @doc false
-  def delete_server(name, shard) do
-    ra().force_delete_server(config(name).system, server_id(name, shard, node()))
-  end
-
-  defp members!(config, shard) do
-    case members(config, shard) do
-      {:ok, nodes, _leader} ->
-        nodes
-
-      {:error, reason} ->
-        raise Error, reason: :no_quorum, message: "shard #{shard}: #{inspect(reason)}"
-    end
-  end
-
-  defp members(config, shard) do
-    servers = candidates(config, shard)
-
-    case ra().members(servers, config.timeout) do
-      {:ok, members, leader} ->
-        nodes = Enum.map(members, &elem(&1, 1))
-        remember_members(config, shard, nodes)
-        {:ok, nodes, leader}
-
-      other ->
-        {:error, other}
-    end
+    Membership.change(config!(name), fn nodes -> nodes -- [old_node] end)
   end
 
   ## Info
 
   @doc """
-  Per shard: `%{shard: index, members: [node], leader: node | nil,
-  applied_index: n | nil}`, as this node sees it. `applied_index` is this
-  node's replica's (nil when it does not hold the shard); `members` and
-  `leader` come from this node's Ra server, or from a holder's.
+  Per shard, `LiteStash.info/1`'s figures of this node's replica (when it
+  holds the shard) and `members: [node]`, `leader: node | nil` and
+  `applied_index: n | nil`, as this node sees them; `shard` is the index.
+  `applied_index` is this node's replica's (nil when it does not hold the
+  shard); `members` and `leader` come from this node's Ra server, or from
+  a holder's.
   """
-  @spec info(atom()) :: {:ok, [map()]}
+  @spec info(atom()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(name \\ LiteStash) do
-    config = config(name)
-    store = Replica.store!(name)
+    config = config!(name)
 
-    {:ok,
-     for shard <- 0..(Placement.shards() - 1) do
-       local? = Process.whereis(server_name(name, shard)) != nil
+    with {:ok, local} <- LiteStash.Call.read(name, :info, &LiteStash.Native.info/1) do
+      {:ok,
+       for {figures, shard} <- Enum.with_index(local) do
+         local? = Group.local?(name, shard)
 
-       {members, leader} =
-         case members_seen(config, shard, local?) do
-           {:ok, members, leader} -> {Enum.map(members, &elem(&1, 1)), leader && elem(leader, 1)}
-           _ -> {nil, nil}
-         end
+         {members, leader} =
+           case Group.members(config, shard) do
+             {:ok, members, leader} -> {members, leader}
+             _ -> {nil, nil}
+           end
 
-       applied =
-         case local? && Replica.applied(store, shard) do
-           {:ok, index} -> index
-           _ -> nil
-         end
+         applied =
+           case local? && Replica.applied(name, shard) do
+             {:ok, index} -> index
+             _ -> nil
+           end
 
-       %{shard: shard, members: members, leader: leader, applied_index: applied}
-     end}
+         figures = if local?, do: figures, else: %{}
+
+         Map.merge(figures, %{
+           shard: shard,
+           members: members,
+           leader: leader,
+           applied_index: applied
+         })
+       end}
+    end
   end
-
-  defp members_seen(config, shard, true),
-    do: ra().members({:local, server_id(config.name, shard, node())}, config.timeout)
-
-  defp members_seen(config, shard, false),
-    do: ra().members(candidates(config, shard), config.timeout)
 
   @doc false
   # Ra's view of this node's server of `shard`: its snapshot's index and
   # its log's first index (for the tests of snapshot catch-up).
   def log_overview(name, shard) do
-    case ra(:ra_server_proc).local_state_query(server_id(name, shard, node()), :all, 5_000) do
+    id = Group.server_id(name, shard, node())
+
+    case ra(:ra_server_proc).local_state_query(id, :all, 5_000) do
       {:ok, %{log: log}, _} ->
-        case ra(:ra_log).snapshot_index_term(log) do
-          {index, _term} -> %{snapshot_index: index}
-          :undefined -> %{snapshot_index: 0}
-        end
+        snapshot =
+          case ra(:ra_log).snapshot_index_term(log) do
+            {index, _term} -> index
+            :undefined -> 0
+          end
+
+        %{snapshot_index: snapshot, first_index: ra(:ra_log).overview(log).first_index}
 
       other ->
         {:error, other}
@@ -621,23 +436,21 @@ defmodule LiteStash.Cluster do
   ## Names
 
   @doc false
-  def server_id(name, shard, node), do: {server_name(name, shard), node}
-
-  defp server_name(name, shard), do: :"litestash.#{name}.#{shard}"
+  def server_id(name, shard, node), do: Group.server_id(name, shard, node)
 
   defp member_name(name), do: :"#{name}.cluster"
 
-  defp config(name) do
+  @doc false
+  # This node's config of the clustered store `name`; raises `:closed`.
+  def config!(name) do
     :persistent_term.get({__MODULE__, name}, nil) ||
       raise Error,
         reason: :closed,
         message: "no LiteStash cluster member #{inspect(name)} runs on #{node()}"
   end
 
-  defp now, do: System.monotonic_time(:millisecond)
-
   # Ra is optional (not a dependency of LiteStash): its modules are named
   # at run time, so that LiteStash compiles, without warnings, with or
   # without Ra on the code path.
-  defp ra(module \\ :ra), do: module
+  defp ra(module), do: module
 end

@@ -33,6 +33,8 @@ defmodule LiteStash.Error do
     * `:replicated` - the shard file is one replica of a clustered store
       (it holds the contract's `litestash_replica` table): it is written only
       through its cluster; a store opened without the cluster reads it
+    * `:no_quorum` - a clustered store's call found no majority of the
+      shard's members within its `:timeout`; a write may still be applied
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 
@@ -61,6 +63,7 @@ defmodule LiteStash.Error do
           | :exists
           | :mismatch
           | :replicated
+          | :no_quorum
           | :internal
 
   defexception [:reason, :message]

@@ -91,6 +91,8 @@ COLUMNS = (
 )
 
 EXPIRY_TABLE = "litestash_expiry"
+# Section 10: a replica's state (its applied log index). Readers ignore it.
+REPLICA_TABLE = "litestash_replica"
 EXPIRY_INDEX = "ix_litestash_expiry_expires_at"
 EXPIRY_COLUMNS = (("key_hash", "VARCHAR"), ("expires_at", "INTEGER"))
 
@@ -940,7 +942,7 @@ class Verifier:
         for table in wanted_tables:
             if table not in present:
                 self.problem(where, f"table {table} is missing")
-        for table in sorted(present - set(wanted_tables) - {EXPIRY_TABLE}):
+        for table in sorted(present - set(wanted_tables) - {EXPIRY_TABLE, REPLICA_TABLE}):
             self.problem(where, f"unexpected table {table}")
 
         conn.execute("BEGIN")  # one consistent snapshot of the whole file

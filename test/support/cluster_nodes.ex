@@ -74,7 +74,7 @@ defmodule LiteStash.Test.ClusterNodes do
     parent = self()
 
     spawn(fn ->
-      case LiteStash.Cluster.start_link(opts) do
+      case LiteStash.start_link(opts) do
         {:ok, _} ->
           send(parent, {:started, :ok})
           Process.sleep(:infinity)

@@ -1,87 +1,45 @@
 defmodule LiteStash.Cluster.Replica do
   @moduledoc false
-  # This node's replica of a clustered store: the store handle and the
-  # core's replica primitives (CONTRACT.md section 10), in one place so
-  # that the Ra machine and snapshot module need know nothing else.
+  # This node's replica of a clustered store, in one place for the Ra
+  # machine, its snapshots and the cluster's reads: the replica store
+  # (opened with `replica: true` under the store's name) and the core's
+  # replica primitives (LiteStash.Replica, contract section 10).
 
-  alias LiteStash.{Error, Native}
-
-  # The tests may put a stand-in with the same functions in its place
-  # (application env :litestash, :cluster_replica), to exercise the Ra
-  # layer on its own.
-  defp impl, do: Application.get_env(:litestash, :cluster_replica)
+  alias LiteStash.{Call, Error, Native}
 
   @doc "Opens the store's replica files: `LiteStash.start_link/1` with `replica: true`."
-  @spec open(keyword()) :: {:ok, pid()} | {:error, term()}
-  def open(opts) do
-    case impl() do
-      nil -> LiteStash.start_link(opts ++ [replica: true])
-      mod -> mod.open(opts)
-    end
-  end
-
-  @doc "Runs the read `fun` (get, get_many, exists, ttl) of the NIF on this node's replica."
-  @spec read(reference(), atom(), list()) :: term()
-  def read(store, fun, args) when fun in [:get, :get_many, :exists, :ttl] do
-    case impl() do
-      nil -> Kernel.apply(Native, fun, [store | args])
-      mod -> mod.read(store, fun, args)
-    end
-  end
-
-  @doc "The open store registered under `name`; raises when it is not open."
-  @spec store!(atom()) :: reference()
-  def store!(name) do
-    if impl(), do: impl().store!(name), else: lookup!(name)
-  end
-
-  defp lookup!(name) do
-    case Native.lookup(name) do
-      {store, _name, _telemetry} -> store
-      nil -> raise Error, reason: :closed, message: "no LiteStash store #{inspect(name)} is open"
-    end
-  end
-
-  @doc "The shard (0..15) of `key`."
-  @spec shard_of(String.t()) :: non_neg_integer()
-  def shard_of(key) do
-    if impl(), do: impl().shard_of(key), else: apply(Native, :shard_of, [key])
-  end
+  @spec open(keyword()) :: {:ok, pid()} | {:error, Error.t()}
+  def open(opts), do: LiteStash.start_link(opts ++ [replica: true])
 
   @doc """
-  Applies the ops of log entry `index` to `shard` in one transaction with its
-  applied index: `{:ok, results}`, or `{:ok, :skipped}` for an entry the file
-  already holds.
+  Runs the read `fun` of the NIF (`:get`, `:get_many`, `:exists`, `:ttl`) on
+  this node's replica, never through the cluster (LiteStash's own
+  functions would send it back here).
   """
-  @spec apply_entry(reference(), non_neg_integer(), pos_integer(), integer(), [tuple() | atom()]) ::
-          {:ok, [term()] | :skipped} | {:error, Error.t()}
-  def apply_entry(store, shard, index, now_ms, ops) do
-    if impl(),
-      do: impl().apply_entry(store, shard, index, now_ms, ops),
-      else: apply(Native, :replica_apply, [store, shard, index, now_ms, ops])
+  @spec read(atom(), atom(), list()) :: term()
+  def read(name, fun, args) when fun in [:get, :get_many, :exists, :ttl],
+    do: Call.read(name, fun, &Kernel.apply(Native, fun, [&1 | args]))
+
+  @doc "The name of the replica store; raises `:closed` when it is not open here."
+  @spec store!(atom()) :: atom()
+  def store!(name) do
+    case Native.lookup(name) do
+      {:ok, _store} -> name
+      {:error, error} -> raise error
+    end
   end
 
-  @doc "The index of the last log entry applied to `shard` (0 for none)."
-  @spec applied(reference(), non_neg_integer()) :: {:ok, non_neg_integer()} | {:error, Error.t()}
-  def applied(store, shard) do
-    if impl(),
-      do: impl().applied(store, shard),
-      else: apply(Native, :replica_applied, [store, shard])
+  @doc "The shard (0..15) of `key`; an invalid key raises its `LiteStash.Error`."
+  @spec shard_of(String.t()) :: non_neg_integer()
+  def shard_of(key) do
+    case LiteStash.Replica.shard_of(key) do
+      {:ok, shard} -> shard
+      {:error, error} -> raise error
+    end
   end
 
-  @doc "Writes a consistent copy of `shard`'s file, with its applied index, to `dest`."
-  @spec snapshot(reference(), non_neg_integer(), Path.t()) :: :ok | {:error, Error.t()}
-  def snapshot(store, shard, dest) do
-    if impl(),
-      do: impl().snapshot(store, shard, dest),
-      else: apply(Native, :shard_snapshot, [store, shard, dest])
-  end
-
-  @doc "Replaces `shard`'s file with the copy at `src`."
-  @spec install(reference(), non_neg_integer(), Path.t()) :: :ok | {:error, Error.t()}
-  def install(store, shard, src) do
-    if impl(),
-      do: impl().install(store, shard, src),
-      else: apply(Native, :shard_install, [store, shard, src])
-  end
+  defdelegate apply_entry(name, shard, index, now_ms, ops), to: LiteStash.Replica
+  defdelegate applied(name, shard), to: LiteStash.Replica
+  defdelegate snapshot(name, shard, dest), to: LiteStash.Replica
+  defdelegate install(name, shard, src), to: LiteStash.Replica
 end

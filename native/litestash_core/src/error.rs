@@ -77,6 +77,9 @@ error_kinds! {
     /// The shard file is a replica's: written only through its cluster's
     /// log (contract section 10).
     Replicated => "replicated",
+    /// Too few of a clustered shard's members answered within the timeout.
+    /// Given by the cluster layer (LiteStash.Cluster), never by the core.
+    NoQuorum => "no_quorum",
     /// A bug in LiteStash: a panic was caught or an invariant broke.
     Internal => "internal",
 }
