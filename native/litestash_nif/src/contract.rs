@@ -16,6 +16,13 @@ fn encode_value<'a>(env: Env<'a>, value: Term<'a>) -> NifResult<Term<'a>> {
                 Err(e) => error_tuple(env, &e),
             },
             Err(Refusal::Error(e)) => error_tuple(env, &e),
+            Err(Refusal::Struct) => error_tuple(
+                env,
+                &Error::new(
+                    ErrorKind::UnsupportedValue,
+                    "cannot store a struct as such (LiteStash.Encoder converts it first)",
+                ),
+            ),
             Err(Refusal::OverBudget) => error_tuple(
                 env,
                 &Error::new(
