@@ -16,6 +16,20 @@ pub enum Refusal {
     OverBudget,
 }
 
+impl Refusal {
+    /// The error to answer with: an overrun can only mean a bug where no
+    /// limit was set.
+    pub fn into_error(self) -> Error {
+        match self {
+            Refusal::Error(e) => e,
+            Refusal::OverBudget => Error::new(
+                ErrorKind::Internal,
+                "a walk without limit ran out of budget",
+            ),
+        }
+    }
+}
+
 impl From<Error> for Refusal {
     fn from(e: Error) -> Refusal {
         Refusal::Error(e)

@@ -76,14 +76,7 @@ fn resume<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> Term<'a> {
         };
         Ok(match (nif.build)(&args[2..], &mut Budget::unlimited()) {
             Ok(request) => hand_over(env, &store.store, request, slot, args[1]),
-            Err(Refusal::Error(e)) => error_tuple(env, &e),
-            Err(Refusal::OverBudget) => error_tuple(
-                env,
-                &Error::new(
-                    ErrorKind::Internal,
-                    "a walk without limit ran out of budget",
-                ),
-            ),
+            Err(refusal) => error_tuple(env, &refusal.into_error()),
         })
     });
     done.unwrap_or_else(|_| panicked(env))
