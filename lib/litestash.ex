@@ -89,6 +89,12 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:replica` - `true` opens the data dir as one replica of a clustered
+      store: its files get the contract's replica table (section 10), and
+      only the cluster's log writes them (every other write answers
+      `:replicated`). Set by `LiteStash.Cluster`; not for direct use.
+      Default `false`. A store opened without it reads a replica's files and
+      refuses to write them.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -152,6 +158,7 @@ defmodule LiteStash do
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:replica, boolean()}
 
   @defaults [
     data_dir: "./data",
@@ -160,7 +167,8 @@ defmodule LiteStash do
     busy_timeout: 30_000,
     max_page_count: nil,
     sweep_interval: 1_000,
-    inline_commits: 1
+    inline_commits: 1,
+    replica: false
   ]
 
   @doc """
@@ -187,11 +195,8 @@ defmodule LiteStash do
     opts = validate_options!(opts)
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
-    native_options =
-      Map.new(
-        [:synchronous, :busy_timeout, :max_page_count, :sweep_interval, :inline_commits],
-        &{&1, opts[&1]}
-      )
+    # Every validated option but these two reaches the NIF, as a map.
+    native_options = opts |> Keyword.drop([:name, :data_dir]) |> Map.new()
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -251,7 +256,8 @@ defmodule LiteStash do
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
-    inline_commits: "an integer from 0 to 1024"
+    inline_commits: "an integer from 0 to 1024",
+    replica: "a boolean"
   }
 
   defp validate_option!(key, value) do
@@ -284,6 +290,7 @@ defmodule LiteStash do
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+  defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
 

@@ -20,6 +20,26 @@ pub enum Refusal {
     Struct,
 }
 
+impl Refusal {
+    /// The error to answer with: an overrun can only mean a bug where no
+    /// limit was set.
+    pub fn into_error(self) -> Error {
+        match self {
+            Refusal::Error(e) => e,
+            Refusal::OverBudget => Error::new(
+                ErrorKind::Internal,
+                "a walk without limit ran out of budget",
+            ),
+            // Where no Elixir side encodes structs (the contract's own
+            // encoding), a struct is refused.
+            Refusal::Struct => Error::new(
+                ErrorKind::UnsupportedValue,
+                "cannot store a struct as such (LiteStash.Encoder converts it first)",
+            ),
+        }
+    }
+}
+
 impl From<Error> for Refusal {
     fn from(e: Error) -> Refusal {
         Refusal::Error(e)

@@ -78,15 +78,8 @@ fn resume<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> Term<'a> {
         };
         Ok(match (nif.build)(&args[2..], &mut Budget::unlimited()) {
             Ok(request) => hand_over(env, &store.store, request, slot, args[1]),
-            Err(Refusal::Error(e)) => error_tuple(env, &e),
             Err(Refusal::Struct) => encode_structs().encode(env),
-            Err(Refusal::OverBudget) => error_tuple(
-                env,
-                &Error::new(
-                    ErrorKind::Internal,
-                    "a walk without limit ran out of budget",
-                ),
-            ),
+            Err(refusal) => error_tuple(env, &refusal.into_error()),
         })
     });
     done.unwrap_or_else(|_| panicked(env))
@@ -294,3 +287,28 @@ write_nif!(
 );
 write_nif!(clear, CLEAR, clear_dirty, false, build_clear, []);
 write_nif!(compact, COMPACT, compact_dirty, false, build_compact, []);
+
+write_nif!(
+    replica_apply,
+    REPLICA_APPLY,
+    replica_apply_dirty,
+    false,
+    build_replica_apply,
+    [shard, index, now_ms, ops]
+);
+write_nif!(
+    shard_install,
+    SHARD_INSTALL,
+    shard_install_dirty,
+    false,
+    build_shard_install,
+    [shard, src]
+);
+
+fn build_replica_apply(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_apply(args, budget)
+}
+
+fn build_shard_install(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_install(args, budget)
+}
