@@ -216,7 +216,7 @@ defmodule LiteStash.Cluster do
     with {:ok, by_shard} <- group_by_shard(pairs, &elem(&1, 0)) do
       Enum.reduce_while(by_shard, :ok, fn {shard, pairs}, :ok ->
         ops = for {key, value} <- pairs, do: {:set, key, value, nil}
-        all_ok(Group.command(config, shard, ops, true))
+        all_ok(command(config, shard, ops, true))
       end)
     end
   end
@@ -227,8 +227,25 @@ defmodule LiteStash.Cluster do
     config = config!(name)
 
     Enum.reduce_while(0..(Placement.shards() - 1), :ok, fn shard, :ok ->
-      all_ok(Group.command(config, shard, [:clear], true))
+      all_ok(command(config, shard, [:clear], true))
     end)
+  end
+
+  # Sends `ops` to `shard`; when the machine found a struct in a value,
+  # once more with the structs encoded (as LiteStash's own writes do).
+  defp command(config, shard, ops, idempotent?) do
+    case Group.command(config, shard, ops, idempotent?) do
+      :encode_structs ->
+        with {:ok, ops} <- LiteStash.Encoder.Deep.encode(ops) do
+          case Group.command(config, shard, ops, idempotent?) do
+            :encode_structs -> {:error, %Error{reason: :internal, message: "a struct was left"}}
+            answer -> answer
+          end
+        end
+
+      answer ->
+        answer
+    end
   end
 
   defp all_ok({:ok, answers}) do
@@ -244,7 +261,7 @@ defmodule LiteStash.Cluster do
     config = config!(name)
 
     with {:ok, shard} <- shard_of(key) do
-      case Group.command(config, shard, [op], idempotent?) do
+      case command(config, shard, [op], idempotent?) do
         {:ok, [answer]} -> answer
         {:error, _} = error -> error
       end

@@ -40,7 +40,27 @@ defmodule LiteStash.ClusterTest do
     assert {:error, %LiteStash.Error{reason: :exists}} = rpc(hd(members), :put_new, ["k0", 1])
     assert {:error, %LiteStash.Error{reason: :invalid_key}} = rpc(hd(members), :set, ["", 1])
 
-    acked = [{"k0", %{"from" => 0}}, {"k1", %{"from" => 1}}, {"k2", %{"from" => 2}}, {"n", 3}]
+    # Structs are encoded through LiteStash.Encoder as on one node; update/4
+    # (get, then compare_and_set) works through the cluster too.
+    user = %LiteStash.Test.Structs.Only{id: 7, name: "ann", secret: "x"}
+    assert :ok = rpc(List.last(members), :set, ["user", user])
+
+    assert {:error, %LiteStash.Error{reason: :unsupported_value}} =
+             rpc(hd(members), :set, ["plain", %LiteStash.Test.Structs.Plain{a: 1}])
+
+    # (A remote fun: the members do not have this test module's code.)
+    assert :ok = rpc(hd(members), :update, ["tags", ["a", "b"], &Enum.reverse/1])
+    assert :ok = rpc(Enum.at(members, 1), :update, ["tags", ["a", "b"], &Enum.reverse/1])
+
+    acked = [
+      {"k0", %{"from" => 0}},
+      {"k1", %{"from" => 1}},
+      {"k2", %{"from" => 2}},
+      {"n", 3},
+      {"user", %{"id" => 7, "name" => "ann"}},
+      {"tags", ["b", "a"]}
+    ]
+
     assert_same_everywhere(dir, members, acked, [])
 
     {:ok, info} = rpc(hd(members), :info, [])

@@ -69,6 +69,11 @@ defmodule LiteStash.Cluster.Machine do
         {:error, %Error{reason: reason}} = refused when reason in @refusals ->
           refused
 
+        # A value holds a struct: nothing is applied; the caller encodes
+        # the structs (LiteStash.Encoder) and sends the entry again.
+        :encode_structs ->
+          :encode_structs
+
         # A failed transaction must not be skipped, or this replica would
         # diverge: crash, so that Ra restarts the server and applies the
         # entry again from the log.

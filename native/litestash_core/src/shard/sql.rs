@@ -10,14 +10,27 @@ pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub(crate) const BEGIN_READ: &str = "BEGIN";
 pub(crate) const COMMIT: &str = "COMMIT";
 pub(crate) const ROLLBACK: &str = "ROLLBACK";
-/// A savepoint around one write of a batch, so that it fails alone.
-pub(crate) const SAVEPOINT: &str = "SAVEPOINT w";
-pub(crate) const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO w";
-pub(crate) const RELEASE_SAVEPOINT: &str = "RELEASE w";
-/// A savepoint around one op of a replicated entry (inside the above).
-pub(crate) const REPLICA_SAVEPOINT: &str = "SAVEPOINT r";
-pub(crate) const ROLLBACK_TO_REPLICA_SAVEPOINT: &str = "ROLLBACK TO r";
-pub(crate) const RELEASE_REPLICA_SAVEPOINT: &str = "RELEASE r";
+/// The three statements of one savepoint.
+#[derive(Debug)]
+pub(crate) struct Savepoint {
+    pub begin: &'static str,
+    pub rollback: &'static str,
+    pub release: &'static str,
+}
+
+/// Around one write of a batch, so that it fails alone.
+pub(crate) const WRITE_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT w",
+    rollback: "ROLLBACK TO w",
+    release: "RELEASE w",
+};
+
+/// Around one op of a replicated entry (inside the write's own).
+pub(crate) const OP_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT r",
+    rollback: "ROLLBACK TO r",
+    release: "RELEASE r",
+};
 
 /// The contract's optional expiry table (section 9).
 pub(crate) const EXPIRY_DDL: &str =

@@ -433,18 +433,24 @@ impl Writer {
     /// Applies one write inside a savepoint, so that its failure undoes it
     /// alone. `Err` only when the whole transaction is lost.
     fn apply_isolated(&mut self, op: &Op) -> Result<Result<Outcome>> {
-        self.exec(sql::SAVEPOINT)?;
+        self.apply_in(&sql::WRITE_SAVEPOINT, op)
+    }
+
+    /// Applies `op` inside `savepoint`: its failure undoes it alone. `Err`
+    /// only when SQLite rolled the whole transaction back (disk full, I/O
+    /// error).
+    fn apply_in(&mut self, savepoint: &sql::Savepoint, op: &Op) -> Result<Result<Outcome>> {
+        self.exec(savepoint.begin)?;
         let result = self.apply(op);
         if self.conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O error).
             return Err(result.err().unwrap_or_else(|| {
                 Error::new(ErrorKind::Internal, "transaction ended unexpectedly")
             }));
         }
         if result.is_err() {
-            self.exec(sql::ROLLBACK_TO_SAVEPOINT)?;
+            self.exec(savepoint.rollback)?;
         }
-        self.exec(sql::RELEASE_SAVEPOINT)?;
+        self.exec(savepoint.release)?;
         Ok(result)
     }
 

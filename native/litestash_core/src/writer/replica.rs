@@ -51,18 +51,7 @@ impl Writer {
                 "a replicated entry holds only key writes, clear and sweep",
             )));
         }
-        self.exec(sql::REPLICA_SAVEPOINT)?;
-        let result = self.apply(op);
-        if self.conn.is_autocommit() {
-            return Err(result.err().unwrap_or_else(|| {
-                Error::new(ErrorKind::Internal, "transaction ended unexpectedly")
-            }));
-        }
-        if result.is_err() {
-            self.exec(sql::ROLLBACK_TO_REPLICA_SAVEPOINT)?;
-        }
-        self.exec(sql::RELEASE_REPLICA_SAVEPOINT)?;
-        Ok(result)
+        self.apply_in(&sql::OP_SAVEPOINT, op)
     }
 
     /// Replaces the file's contents with the database at `path`, page for
