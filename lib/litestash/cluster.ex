@@ -147,6 +147,11 @@ defmodule LiteStash.Cluster do
         raise ArgumentError, "LiteStash.Cluster needs the :cluster option: the member nodes"
 
     name = Keyword.get(store_opts, :name, LiteStash)
+
+    # The members find each other's Ra servers by names made from it.
+    unless is_atom(name) and name not in [nil, true, false],
+      do: bad!(:name, "an atom (a clustered store is registered by name)", name)
+
     data_dir = store_opts |> Keyword.get(:data_dir, "./data") |> Path.expand()
 
     %{

@@ -21,6 +21,12 @@ defmodule LiteStash.ClusterOptionsTest do
       end
     end
 
+    test "a clustered store needs a name atom", %{tmp_dir: dir} do
+      assert_raise ArgumentError, ~r/:name.*\{:global, :kv\}/, fn ->
+        LiteStash.start_link(data_dir: dir, name: {:global, :kv}, cluster: [node()])
+      end
+    end
+
     test "a cluster option without :cluster raises instead of being ignored", %{tmp_dir: dir} do
       for {key, value} <- [replication_factor: 2, cluster_reads: :consistent, timeout: 100] do
         assert_raise ArgumentError, ~r/#{inspect(key)} is for a cluster/, fn ->
