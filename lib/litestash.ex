@@ -546,7 +546,9 @@ defmodule LiteStash do
     opts = Args.options!(opts, "the second argument of keys/2")
     prefix = Args.prefix_option!(opts, [])
 
-    Call.read(server, :keys, &Native.keys(&1, prefix))
+    if clustered?(server),
+      do: LiteStash.Cluster.keys(server, prefix),
+      else: Call.read(server, :keys, &Native.keys(&1, prefix))
   end
 
   @doc """
@@ -562,7 +564,9 @@ defmodule LiteStash do
     opts = Args.options!(opts, "the second argument of count/2")
     prefix = Args.prefix_option!(opts, [])
 
-    Call.read(server, :count, &Native.count(&1, prefix))
+    if clustered?(server),
+      do: LiteStash.Cluster.count(server, prefix),
+      else: Call.read(server, :count, &Native.count(&1, prefix))
   end
 
   @doc """

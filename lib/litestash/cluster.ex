@@ -12,9 +12,10 @@ defmodule LiteStash.Cluster do
   Every function of `LiteStash` then works on any member as it does on a
   single node (`LiteStash.start_link/1` with `:cluster` comes here, and
   each data function called with the store's name comes to the function of
-  the same name below). `keys/2`, `count/2`, `stream/2` and `backup/2` read
-  this node's replica; with a `:replication_factor` below the number of
-  members it holds only some shards, so they see only those.
+  the same name below). `keys/2` and `count/2` read each shard on a member
+  that holds it; `stream/2` and `backup/2` read this node's replica, which
+  with a `:replication_factor` below the number of members holds only some
+  shards.
 
   Each member's data dir holds the usual 16 contract files (the replica;
   any tool may read them) and Ra's log under `ra/`. A write is committed
@@ -332,6 +333,41 @@ defmodule LiteStash.Cluster do
     end
   end
 
+  @doc """
+  Like `LiteStash.keys/2`: shard by shard, each from this node's replica
+  when it holds the shard, else from a holder's.
+  """
+  @spec keys(atom(), String.t()) :: {:ok, [String.t()]} | {:error, Error.t()}
+  def keys(name, prefix) do
+    cond do
+      holds_all?(name) -> LiteStash.Call.read(name, :keys, &LiteStash.Native.keys(&1, prefix))
+      true -> with {:ok, keys} <- per_shard(name, prefix, :keys), do: {:ok, Enum.concat(keys)}
+    end
+  end
+
+  @doc "Like `LiteStash.count/2`, shard by shard as `keys/2`."
+  @spec count(atom(), String.t()) :: {:ok, non_neg_integer()} | {:error, Error.t()}
+  def count(name, prefix) do
+    cond do
+      holds_all?(name) -> LiteStash.Call.read(name, :count, &LiteStash.Native.count(&1, prefix))
+      true -> with {:ok, counts} <- per_shard(name, prefix, :count), do: {:ok, Enum.sum(counts)}
+    end
+  end
+
+  # With every shard here, the whole-store read of LiteStash itself.
+  defp holds_all?(name), do: Enum.all?(0..(Placement.shards() - 1), &Group.local?(name, &1))
+
+  defp per_shard(name, prefix, what) do
+    config = config!(name)
+
+    Enum.reduce_while((Placement.shards() - 1)..0, {:ok, []}, fn shard, {:ok, acc} ->
+      case walk_shard(config, shard, [name, shard, prefix, what]) do
+        {:ok, found} -> {:cont, {:ok, [found | acc]}}
+        error -> {:halt, error}
+      end
+    end)
+  end
+
   defp read_key(name, key, fun, args) do
     with {:ok, shard} <- shard_of(key), do: read(name, shard, fun, args)
   end
@@ -347,8 +383,16 @@ defmodule LiteStash.Cluster do
         Replica.read(name, fun, args)
 
       true ->
-        remote_read(config, shard, fun, args)
+        remote_read(config, shard, :read, [name, fun, args])
     end
+  end
+
+  # A walk of one shard (keys, count): never through Ra's query, which
+  # would hold the shard's server for its length.
+  defp walk_shard(config, shard, args) do
+    if Group.local?(config.name, shard),
+      do: Kernel.apply(Replica, :shard_keys, args),
+      else: remote_read(config, shard, :shard_keys, args)
   end
 
   # A shard this node does not hold is read on a holder's replica.
@@ -357,7 +401,7 @@ defmodule LiteStash.Cluster do
 
     Enum.reduce_while(holders, {:error, Group.no_quorum(config, shard)}, fn holder, error ->
       try do
-        {:halt, :erpc.call(holder, Replica, :read, [config.name, fun, args], config.timeout)}
+        {:halt, :erpc.call(holder, Replica, fun, args, config.timeout)}
       catch
         :error, {:erpc, _} -> {:cont, error}
         :exit, _ -> {:cont, error}

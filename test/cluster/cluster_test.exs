@@ -62,6 +62,7 @@ defmodule LiteStash.ClusterTest do
     ]
 
     assert_same_everywhere(dir, members, acked, [])
+    for member <- members, do: assert(rpc(member, :count, []) == {:ok, length(acked)})
 
     {:ok, info} = rpc(hd(members), :info, [])
     assert length(info) == 16
@@ -262,6 +263,16 @@ defmodule LiteStash.ClusterTest do
         assert {:error, %LiteStash.Error{reason: :not_found}} = local_get(outsider, key)
         {shard, key}
       end
+
+    # keys/2 and count/2 on any member see every shard, held there or not.
+    all = Enum.sort(Enum.flat_map(keys, fn {_, key} -> [key, "n:" <> key] end))
+
+    for member <- members do
+      assert {:ok, found} = rpc(member, :keys, [])
+      assert Enum.sort(found) == all
+      assert rpc(member, :count, []) == {:ok, 32}
+      assert rpc(member, :count, [[prefix: "n:"]]) == {:ok, 16}
+    end
 
     for {shard, key} <- keys do
       holders = Enum.filter(members, &(&1.node in Placement.holders(shard, nodes, 2)))

@@ -20,6 +20,32 @@ defmodule LiteStash.Cluster.Replica do
   def read(name, fun, args) when fun in [:get, :get_many, :exists, :ttl],
     do: Call.read(name, fun, &Kernel.apply(Native, fun, [&1 | args]))
 
+  @doc """
+  The keys of `shard` on this node's replica that start with `prefix`
+  (`:keys`), or how many there are (`:count`), read in one snapshot.
+  """
+  @spec shard_keys(atom(), non_neg_integer(), String.t(), :keys | :count) ::
+          {:ok, [String.t()] | non_neg_integer()} | {:error, Error.t()}
+  def shard_keys(name, shard, prefix, what) do
+    with {:ok, cursor} <- Call.read(name, :keys, &Native.snapshot_open(&1, shard, prefix)) do
+      try do
+        walk(cursor, what, if(what == :keys, do: [], else: 0))
+      after
+        Native.snapshot_close(cursor)
+      end
+    end
+  end
+
+  defp walk(cursor, what, acc) do
+    case Native.snapshot_next(cursor, 1_000, false) do
+      {:ok, []} when what == :keys -> {:ok, acc |> Enum.reverse() |> Enum.concat()}
+      {:ok, []} -> {:ok, acc}
+      {:ok, keys} when what == :keys -> walk(cursor, what, [keys | acc])
+      {:ok, keys} -> walk(cursor, what, acc + length(keys))
+      {:error, _} = error -> error
+    end
+  end
+
   @doc "The name of the replica store; raises `:closed` when it is not open here."
   @spec store!(atom()) :: atom()
   def store!(name) do
