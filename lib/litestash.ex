@@ -54,7 +54,21 @@ defmodule LiteStash do
   ## Options
 
     * `:data_dir` - the directory of the 16 shard files, created when
-      missing. Default `"./data"`.
+      missing. It must be missing, empty or a LiteStash data dir: a
+      directory of other files is refused with `reason: :not_litestash`.
+      `:memory` keeps the 16 shards in SQLite in-memory databases instead:
+      the same API and no files, the data gone when the store stops (see
+      "Testing" in the README). Default `"./data"`.
+    * `:read_only` - `true` opens an existing data dir for reads only, for
+      example one another OS process writes or a directory you may only
+      read: no writer threads, read-only SQLite connections, and every
+      write (`set`, `delete`, `incr`, `compact`, ...) returns
+      `{:error, %LiteStash.Error{reason: :read_only}}` naming the data dir.
+      A missing data dir is an error, not created. SQLite reads a WAL file
+      read-only when its `-wal` and `-shm` files exist and are readable
+      (a store that has the dir open keeps them) or when it may create them
+      (the directory is writable; a store that was stopped leaves neither).
+      `backup/2`, `info/1` and every read work. Default `false`.
     * `:name` - the atom the store is registered and called under.
       Default `LiteStash`.
     * `:synchronous` - `:normal` (default): a committed write survives a
@@ -125,7 +139,8 @@ defmodule LiteStash do
           | %{optional(value()) => value()}
   @typedoc "An option of `start_link/1`."
   @type option ::
-          {:data_dir, Path.t()}
+          {:data_dir, Path.t() | :memory}
+          | {:read_only, boolean()}
           | {:name, atom()}
           | {:synchronous, :normal | :full}
           | {:busy_timeout, non_neg_integer()}
@@ -140,7 +155,8 @@ defmodule LiteStash do
     busy_timeout: 30_000,
     max_page_count: nil,
     sweep_interval: 1_000,
-    inline_commits: 1
+    inline_commits: 1,
+    read_only: false
   ]
 
   @doc """
@@ -161,13 +177,13 @@ defmodule LiteStash do
   @spec start_link([option()]) :: {:ok, pid()} | {:error, Error.t()}
   def start_link(opts \\ []) do
     opts = validate_options!(opts)
-    path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
+    memory? = opts[:data_dir] == :memory
+    path = if memory?, do: "", else: Path.expand(opts[:data_dir])
 
     native_options =
-      Map.new(
-        [:synchronous, :busy_timeout, :max_page_count, :sweep_interval, :inline_commits],
-        &{&1, opts[&1]}
-      )
+      [:synchronous, :busy_timeout, :max_page_count, :sweep_interval, :inline_commits, :read_only]
+      |> Map.new(&{&1, opts[&1]})
+      |> Map.put(:memory, memory?)
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -213,11 +229,18 @@ defmodule LiteStash do
     end
 
     Enum.each(opts, fn {key, value} -> validate_option!(key, value) end)
+
+    if opts[:read_only] == true and opts[:data_dir] == :memory do
+      raise ArgumentError,
+            "read_only: true needs a data dir to read: an in-memory store (data_dir: :memory) starts empty"
+    end
+
     Keyword.merge(@defaults, opts)
   end
 
   @option_expectations %{
-    data_dir: "a non-empty path string",
+    data_dir: "a non-empty path string or :memory",
+    read_only: "a boolean",
     name: "an atom",
     synchronous: ":normal or :full",
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
@@ -246,7 +269,8 @@ defmodule LiteStash do
     end
   end
 
-  defp valid_option?(:data_dir, dir), do: is_binary(dir) and dir != ""
+  defp valid_option?(:data_dir, dir), do: dir == :memory or (is_binary(dir) and dir != "")
+  defp valid_option?(:read_only, flag), do: is_boolean(flag)
   defp valid_option?(:name, name), do: is_atom(name) and name not in [nil, true, false]
   defp valid_option?(:synchronous, level), do: level in [:normal, :full]
   defp valid_option?(:busy_timeout, ms), do: is_integer(ms) and ms >= 0 and ms <= 86_400_000

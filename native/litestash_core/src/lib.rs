@@ -32,6 +32,7 @@ mod blocking;
 mod check;
 mod clock;
 mod codec;
+mod data_dir;
 mod error;
 mod event;
 mod key;

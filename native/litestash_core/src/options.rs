@@ -56,6 +56,11 @@ pub struct Options {
     /// [`crate::Store::inline_slot`]) at once, counted over every store of
     /// the process; 0 sends every write through the writer threads.
     pub inline_commits: usize,
+    /// Opens the data dir for reads only: no writer threads, read-only
+    /// connections, every write refused with [`crate::ErrorKind::ReadOnly`].
+    /// The dir must exist and hold the 16 shard files (see
+    /// [`crate::Store::open`] for what SQLite needs to read a WAL file then).
+    pub read_only: bool,
 }
 
 impl Default for Options {
@@ -75,6 +80,7 @@ impl Default for Options {
             sweep_batch: 500,
             max_page_count: None,
             inline_commits: 1,
+            read_only: false,
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::store::Store;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection};
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Store {
     /// Every live key that starts with `prefix` (`""` for all), shard by
@@ -74,8 +75,16 @@ impl Store {
         self.check_open()?;
         let file = Arc::clone(self.file(shard)?);
         let conn = file.open_reader(&self.options)?;
-        conn.execute_batch(sql::BEGIN_READ)
-            .map_err(|e| file.err(e))?;
+        let conn = if file.memory {
+            // An in-memory shard has no WAL: a read transaction held
+            // between chunks would keep its writer from committing. The
+            // walk reads a private copy, taken in one step.
+            private_copy(&file, &conn, self.options.busy_timeout)?
+        } else {
+            conn.execute_batch(sql::BEGIN_READ)
+                .map_err(|e| file.err(e))?;
+            conn
+        };
         let (low, high) = bounds(prefix);
         Ok(Snapshot {
             file,
@@ -86,6 +95,14 @@ impl Store {
             done: false,
         })
     }
+}
+
+/// A private in-memory copy of the shard `source` reads, made under one
+/// read lock.
+fn private_copy(file: &ShardFile, source: &Connection, wait: Duration) -> Result<Connection> {
+    let mut copy = Connection::open_in_memory().map_err(|e| file.err(e))?;
+    file.copy_database(source, &mut copy, wait)?;
+    Ok(copy)
 }
 
 /// The key range `[low, high)` of the keys that start with `prefix`. Keys

@@ -36,6 +36,9 @@ struct OpenOptions {
     max_page_count: Option<i64>,
     sweep_interval: u64,
     inline_commits: usize,
+    read_only: bool,
+    /// `data_dir: :memory`: the path is ignored.
+    memory: bool,
 }
 
 impl OpenOptions {
@@ -49,6 +52,7 @@ impl OpenOptions {
             max_page_count: self.max_page_count,
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
+            read_only: self.read_only,
             ..Options::default()
         }
     }
@@ -63,20 +67,25 @@ fn shard_count() -> usize {
 #[rustler::nif(schedule = "DirtyIo")]
 fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>> {
     guard(env, || {
-        let options = match options.decode::<OpenOptions>() {
-            Ok(options) => options.into_options(),
+        let (memory, options) = match options.decode::<OpenOptions>() {
+            Ok(options) => (options.memory, options.into_options()),
             Err(_) => {
                 return Ok(error_tuple(
                     env,
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval and inline_commits",
+                         max_page_count, sweep_interval, inline_commits, read_only and memory",
                     ),
                 ))
             }
         };
-        Ok(match Store::open(&path, options) {
+        let opened = if memory {
+            Store::open_memory(options)
+        } else {
+            Store::open(&path, options)
+        };
+        Ok(match opened {
             Ok(store) => ok(
                 env,
                 ResourceArc::new(StoreResource {

@@ -47,6 +47,11 @@ fn enter<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> NifResult<Term<
             Ok(store) => store,
             Err(e) => return Ok(error_tuple(env, &e)),
         };
+        // Before the arguments are looked at: whatever the write, a
+        // read-only store refuses it.
+        if store.store.is_read_only() {
+            return Ok(error_tuple(env, &store.store.read_only_error()));
+        }
         if nif.inline {
             if let Some(slot) = store.store.inline_slot() {
                 // Carried to the continuation, which takes it back first.

@@ -81,6 +81,8 @@ pub(crate) const APPLICATION_ID: &str = "PRAGMA application_id";
 pub(crate) const USER_VERSION: &str = "PRAGMA user_version";
 pub(crate) const JOURNAL_MODE: &str = "PRAGMA journal_mode";
 pub(crate) const ENTER_WAL: &str = "PRAGMA journal_mode = WAL";
+/// The journal mode of an in-memory shard, which cannot use WAL.
+pub(crate) const ENTER_MEMORY_JOURNAL: &str = "PRAGMA journal_mode = MEMORY";
 pub(crate) const INTEGRITY_CHECK: &str = "PRAGMA integrity_check";
 pub(crate) const QUERY_ONLY: &str = "PRAGMA query_only = ON";
 pub(crate) const AUTO_VACUUM: &str = "PRAGMA auto_vacuum";
