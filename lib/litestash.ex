@@ -20,36 +20,58 @@ defmodule LiteStash do
 
   ## Usage
 
-      {:ok, _pid} = LiteStash.start_link(data_dir: "./data")
+  Each example below runs when pasted into `iex -S mix`, in order (a test
+  runs them, twice, on the same data dir):
 
-      :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
-      {:ok, %{"name" => "Alice", "score" => 99}} = LiteStash.get("user:1001")
+  ```elixir
+  {:ok, _pid} = LiteStash.start_link(data_dir: "./data")
 
-      :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
-      {:ok, [0.1, 0.5, 0.9]} = LiteStash.get("vec:1")
+  :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
+  {:ok, %{"name" => "Alice", "score" => 99}} = LiteStash.get("user:1001")
+
+  :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
+  {:ok, [0.1, 0.5, 0.9]} = LiteStash.get("vec:1")
+  ```
 
   Put it in your supervision tree with `{LiteStash, data_dir: "./data"}`.
 
   Keys can expire, the store can be walked lazily, counters and conditional
   writes are atomic, and a running store can be backed up:
 
-      :ok = LiteStash.set("session:abc", %{"user" => 1001}, ttl: 60_000)
-      {:ok, _ms_left} = LiteStash.ttl("session:abc")
+  ```elixir
+  :ok = LiteStash.set("session:abc", %{"user" => 1001}, ttl: 60_000)
+  {:ok, _ms_left} = LiteStash.ttl("session:abc")
 
-      LiteStash.stream(prefix: "user:") |> Enum.take(10)
+  LiteStash.stream(prefix: "user:") |> Enum.take(10)
 
-      {:ok, 1} = LiteStash.incr("hits")
-      :ok = LiteStash.put_new("lock:job-7", "owner-a")
-      :ok = LiteStash.compare_and_set("lock:job-7", "owner-a", "owner-b")
+  :ok = LiteStash.delete("hits")
+  {:ok, 1} = LiteStash.incr("hits")
+  :ok = LiteStash.delete("lock:job-7")
+  :ok = LiteStash.put_new("lock:job-7", "owner-a")
+  :ok = LiteStash.compare_and_set("lock:job-7", "owner-a", "owner-b")
 
-      :ok = LiteStash.backup("/tmp/kv-backup")
-      {:ok, _per_shard} = LiteStash.info()
-      :ok = LiteStash.compact()
+  dest = Path.join(System.tmp_dir!(), "kv-backup-\#{System.os_time(:millisecond)}")
+  :ok = LiteStash.backup(dest)
+  {:ok, _per_shard} = LiteStash.info()
+  :ok = LiteStash.compact()
+  ```
+
   Several stores can run at once under different names and data dirs; every
   data function takes the store's name as an optional first argument:
 
-      {:ok, _} = LiteStash.start_link(name: :sessions, data_dir: "/var/lib/app/sessions")
-      :ok = LiteStash.set(:sessions, "abc", %{"user" => 1})
+  ```elixir
+  {:ok, _} = LiteStash.start_link(name: :sessions, data_dir: "./sessions")
+  :ok = LiteStash.set(:sessions, "abc", %{"user" => 1})
+  ```
+
+  `data_dir: :memory` starts a store with no files, for tests (see the
+  README's "Testing"):
+
+  ```elixir
+  {:ok, pid} = LiteStash.start_link(data_dir: :memory, name: :scratch)
+  :ok = LiteStash.set(pid, "k", 1)
+  :ok = LiteStash.stop(pid)
+  ```
 
   ## Options
 
@@ -167,10 +189,11 @@ defmodule LiteStash do
   `reason: :already_open` when this VM already has it open. See "Options"
   in the module doc.
 
-      iex> dir = Path.join(System.tmp_dir!(), "litestash-doc-#{System.unique_integer([:positive])}")
-      iex> {:ok, pid} = LiteStash.start_link(data_dir: dir, name: :doc_store)
+      iex> {:ok, pid} = LiteStash.start_link(data_dir: :memory, name: :doc_store)
       iex> is_pid(pid)
       true
+      iex> LiteStash.set(:doc_store, "k", 1)
+      :ok
       iex> LiteStash.stop(:doc_store)
       :ok
   """
@@ -298,16 +321,16 @@ defmodule LiteStash do
   (nothing is written, an earlier value is kept), `:closed`, `:disk_full` and
   other storage errors. A key that is not a binary raises `ArgumentError`.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_set)
-      iex> LiteStash.set(:doc_set, "user:1001", %{name: "Alice", score: 99})
+  The examples use the default store, started as in the module doc's
+  "Usage":
+
+      iex> LiteStash.set("user:1001", %{name: "Alice", score: 99})
       :ok
-      iex> LiteStash.get(:doc_set, "user:1001")
+      iex> LiteStash.get("user:1001")
       {:ok, %{"name" => "Alice", "score" => 99}}
-      iex> LiteStash.set(:doc_set, "session:1", %{"user" => 1001}, ttl: 60_000)
+      iex> LiteStash.set("session:1", %{"user" => 1001}, ttl: 60_000)
       :ok
-      iex> {:error, %LiteStash.Error{reason: :unsupported_value}} = LiteStash.set(:doc_set, "t", {1, 2})
-      iex> LiteStash.stop(:doc_set)
-      :ok
+      iex> {:error, %LiteStash.Error{reason: :unsupported_value}} = LiteStash.set("t", {1, 2})
   """
   @spec set(server() | key(), key() | value(), value() | keyword(), keyword()) ::
           :ok | {:error, Error.t()}
@@ -469,12 +492,11 @@ defmodule LiteStash do
     * `:prefix` - only keys that start with this string. Default `""` (all).
     * `:chunk_size` - rows read per call. Default `500`.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_stream)
-      iex> :ok = LiteStash.mset(:doc_stream, %{"user:1" => 1, "user:2" => 2, "other" => 3})
-      iex> LiteStash.stream(:doc_stream, prefix: "user:") |> Enum.sort()
-      [{"user:1", 1}, {"user:2", 2}]
-      iex> LiteStash.stop(:doc_stream)
-      :ok
+  On the default store (see the module doc's "Usage"):
+
+      iex> :ok = LiteStash.mset(%{"fruit:apple" => 1, "fruit:pear" => 2, "veg:leek" => 3})
+      iex> LiteStash.stream(prefix: "fruit:") |> Enum.sort()
+      [{"fruit:apple", 1}, {"fruit:pear", 2}]
   """
   @spec stream(server() | keyword(), keyword()) :: Enumerable.t()
   def stream(server_or_opts \\ [], opts \\ [])
@@ -596,13 +618,14 @@ defmodule LiteStash do
   Call it as `incr(key)`, `incr(key, by)`, `incr(server, key)` or
   `incr(server, key, by)`.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_incr)
-      iex> LiteStash.incr(:doc_incr, "hits")
-      {:ok, 1}
-      iex> LiteStash.incr(:doc_incr, "hits", 10)
-      {:ok, 11}
-      iex> LiteStash.stop(:doc_incr)
+  On the default store (see the module doc's "Usage"):
+
+      iex> LiteStash.delete("visits")
       :ok
+      iex> LiteStash.incr("visits")
+      {:ok, 1}
+      iex> LiteStash.incr("visits", 10)
+      {:ok, 11}
   """
   @spec incr(server() | key(), key() | integer(), integer()) ::
           {:ok, integer()} | {:error, Error.t()}

@@ -39,7 +39,7 @@ defmodule LiteStash.OpenModesTest do
       s = start_store!(data)
       :ok = LiteStash.set(s, "k", 1)
 
-      for dest <- [data, Path.join(data, "backup"), Path.join(data, "tables_00/x")] do
+      for dest <- [data, Path.join(data, "backup"), Path.join(data, "tables_03/x")] do
         assert {:error, %Error{reason: :invalid_argument, message: msg}} =
                  LiteStash.backup(s, dest)
 
