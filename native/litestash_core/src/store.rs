@@ -197,6 +197,7 @@ impl Store {
         if !data_dir::holds_shards(&dir) {
             return Err(data_dir::not_a_data_dir(&dir));
         }
+        open_dirs::start_reading(&dir);
         let store = Store::new(dir, options, false, false);
         store.open_shards()
     }
@@ -585,6 +586,8 @@ impl Store {
             }
             if self.claimed {
                 open_dirs::release(&self.dir);
+            } else if self.options.read_only {
+                open_dirs::stop_reading(&self.dir);
             }
         }
     }

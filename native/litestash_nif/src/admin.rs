@@ -19,6 +19,7 @@ rustler::atoms! {
     keys_atom = "keys",
     file_bytes,
     wal_bytes,
+    in_use,
 }
 
 /// `synchronous:` as Elixir spells it; any other atom fails to decode.
@@ -159,7 +160,7 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
 }
 
 /// Inspects a data dir without opening it as a store (for the Mix tasks):
-/// `{:ok, [%{shard, path, problems, rows, expiring, file_bytes, wal_bytes}]}`.
+/// `{:ok, [%{shard, path, problems, rows, expiring, file_bytes, wal_bytes, in_use}]}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResult<Term> {
     guard(env, || {
@@ -177,7 +178,8 @@ fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResu
                                 .map_put(rows(), r.rows)?
                                 .map_put(expiring(), r.expiring)?
                                 .map_put(file_bytes(), r.file_bytes)?
-                                .map_put(wal_bytes(), r.wal_bytes)
+                                .map_put(wal_bytes(), r.wal_bytes)?
+                                .map_put(in_use(), r.in_use)
                         })
                         .collect::<NifResult<Vec<Term>>>()?;
                     ok(env, list)
