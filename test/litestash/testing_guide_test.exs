@@ -1,14 +1,11 @@
 defmodule LiteStash.TestingGuideTest do
-  # The README's "Testing" section, as a user's suite: stores started with
-  # start_supervised! and no name, called by pid, in async tests. Anonymous
-  # stores (no `name:`) come from the ux-api branch; until it is merged
-  # these tests are excluded (see test_helper.exs).
+  # The README's "Testing" section, as a user's suite: anonymous stores
+  # (name: nil) started with start_supervised!, called by pid, in async
+  # tests.
   use ExUnit.Case, async: true
 
-  @moduletag :needs_anonymous_stores
-
   setup do
-    %{kv: start_supervised!({LiteStash, data_dir: :memory})}
+    %{kv: start_supervised!({LiteStash, name: nil, data_dir: :memory})}
   end
 
   for i <- 1..4 do
@@ -21,10 +18,10 @@ defmodule LiteStash.TestingGuideTest do
 
   @tag :tmp_dir
   test "a cart survives a restart", %{tmp_dir: dir} do
-    kv = start_supervised!({LiteStash, data_dir: dir}, id: :disk)
+    kv = start_supervised!({LiteStash, name: nil, data_dir: dir}, id: :disk)
     :ok = LiteStash.set(kv, "cart:1", %{"items" => 2})
     :ok = stop_supervised(:disk)
-    kv = start_supervised!({LiteStash, data_dir: dir}, id: :disk)
+    kv = start_supervised!({LiteStash, name: nil, data_dir: dir}, id: :disk)
     assert LiteStash.get(kv, "cart:1") == {:ok, %{"items" => 2}}
   end
 end

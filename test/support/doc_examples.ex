@@ -1,7 +1,8 @@
 defmodule LiteStash.Test.DocExamples do
   @moduledoc false
   # Runs the examples of the README and of `h LiteStash` as a user pastes
-  # them into `iex -S mix`: every ```elixir block in order, in one binding,
+  # them into `iex -S mix`: every ```elixir block in order, one expression
+  # at a time, in one binding,
   # with the cwd a fresh dir (the examples use "./data") and System.tmp_dir!
   # inside it (the backup example writes there). A block whose first line
   # names a file (`# mix.exs`, `# test/my_app/cart_test.exs`) shows a file's
@@ -29,8 +30,7 @@ defmodule LiteStash.Test.DocExamples do
       File.cd!(dir, fn ->
         Enum.reduce(blocks, [], fn code, binding ->
           try do
-            {_, binding} = Code.eval_string(code, binding, file: "doc example")
-            binding
+            eval_like_iex(code, binding)
           rescue
             e ->
               reraise ExUnit.AssertionError,
@@ -45,5 +45,20 @@ defmodule LiteStash.Test.DocExamples do
     end
 
     :ok
+  end
+
+  # IEx evaluates a pasted block one top-level expression at a time, so a
+  # struct defined by one is usable in the next: so does this.
+  defp eval_like_iex(code, binding) do
+    exprs =
+      case Code.string_to_quoted!(code, file: "doc example") do
+        {:__block__, _, exprs} -> exprs
+        expr -> [expr]
+      end
+
+    Enum.reduce(exprs, binding, fn expr, binding ->
+      {_, binding} = Code.eval_quoted(expr, binding, file: "doc example")
+      binding
+    end)
   end
 end

@@ -61,6 +61,10 @@ pub struct Options {
     /// The dir must exist and hold the 16 shard files (see
     /// [`crate::Store::open`] for what SQLite needs to read a WAL file then).
     pub read_only: bool,
+    /// The store is one replica of a replicated store (contract section
+    /// 10): its files get the replica table, and only replicated entries
+    /// ([`crate::Request::replicated`]) write them.
+    pub replica: bool,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             max_page_count: None,
             inline_commits: 1,
             read_only: false,
+            replica: false,
         }
     }
 }

@@ -40,6 +40,7 @@ struct OpenOptions {
     read_only: bool,
     /// `data_dir: :memory`: the path is ignored.
     memory: bool,
+    replica: bool,
 }
 
 impl OpenOptions {
@@ -54,6 +55,7 @@ impl OpenOptions {
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
             read_only: self.read_only,
+            replica: self.replica,
             ..Options::default()
         }
     }
@@ -76,7 +78,7 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits, read_only and memory",
+                         max_page_count, sweep_interval, inline_commits, read_only, memory and replica",
                     ),
                 ))
             }
