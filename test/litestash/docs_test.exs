@@ -38,6 +38,13 @@ defmodule LiteStash.DocsTest do
     assert length(Path.wildcard(Path.join(dir, "sessions/tables_*"))) == 16
   end
 
+  test "the README's set-up says which Rust it needs and how to get it" do
+    [setup | _] = String.split(File.read!(@readme), "\n## ", parts: 2)
+    assert setup =~ "make demo" and setup =~ "make test"
+    assert setup =~ "Rust 1.91 or later"
+    assert setup =~ "rustup"
+  end
+
   test "the function docs show no test helper and no value fixed at compile time" do
     for {fun, text} <- function_docs() do
       refute text =~ "DocHelper", fun
