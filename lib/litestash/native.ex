@@ -91,6 +91,8 @@ defmodule LiteStash.Native do
   def debug_panic, do: err()
   def debug_panic_in_next_write(_store, _key), do: err()
   def debug_capture_panics(_on?), do: err()
+  def debug_fits_normal_budget(_value), do: err()
+  def debug_pairs_fit_normal_budget(_pairs), do: err()
 
   defp err, do: :erlang.nif_error(:nif_not_loaded)
 end
