@@ -203,9 +203,7 @@ defmodule LiteStash do
   the data dir. Later calls on it return `reason: :closed`.
   """
   @spec stop(server()) :: :ok
-  def stop(server \\ __MODULE__) do
-    GenServer.stop(server, :normal)
-  end
+  def stop(server \\ __MODULE__), do: LiteStash.Owner.stop(server)
 
   defp validate_options!(opts) do
     unless Keyword.keyword?(opts) do

@@ -75,6 +75,7 @@ defmodule LiteStash.Native do
   ## events.rs
 
   def set_event_receiver(_store, _pid_or_nil), do: err()
+  def event_handled(_store), do: err()
 
   ## contract.rs
 

@@ -36,9 +36,29 @@ defmodule LiteStash.Owner do
 
   defp schedule_refresh, do: Process.send_after(self(), :refresh_telemetry, @refresh_ms)
 
+  @doc """
+  Stops the store's owner, and so the store. The writers' events are
+  turned off first: the few still in the mailbox (the NIF lets at most 64
+  wait) are then taken without running handlers, so a slow telemetry
+  handler does not hold the stop.
+  """
+  @spec stop(LiteStash.server()) :: :ok
+  def stop(server) do
+    with {:ok, target} <- LiteStash.Call.target(server),
+         {:ok, store} <- Native.lookup(target) do
+      Native.set_event_receiver(store, nil)
+    end
+
+    GenServer.stop(server, :normal)
+  end
+
   @impl GenServer
-  def handle_info({:litestash_event, kind, shard, count, duration_us}, state) do
-    LiteStash.Telemetry.writer_event(state.name, kind, shard, count, duration_us)
+  def handle_info({:litestash_event, kind, shard, count, duration_us, dropped}, state) do
+    # Frees the event's place first: a handler that raises loses none.
+    if Native.event_handled(state.store) do
+      LiteStash.Telemetry.writer_event(state.name, kind, shard, count, duration_us, dropped)
+    end
+
     {:noreply, state}
   end
 

@@ -81,6 +81,7 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                 env,
                 ResourceArc::new(StoreResource {
                     store: Arc::new(store),
+                    events: Arc::default(),
                 }),
             ),
             Err(e) => error_tuple(env, &e),
