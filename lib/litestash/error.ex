@@ -30,6 +30,8 @@ defmodule LiteStash.Error do
       sum outside -2^63..2^63-1
     * `:exists` - `put_new/3` on a key that is stored
     * `:mismatch` - `compare_and_set/4` found another value
+    * `:too_many_streams` - as many streams are open on the store as its
+      `:max_streams` option allows
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 
@@ -57,6 +59,7 @@ defmodule LiteStash.Error do
           | :not_an_integer
           | :exists
           | :mismatch
+          | :too_many_streams
           | :internal
 
   defexception [:reason, :message]

@@ -34,7 +34,8 @@ defmodule LiteStash.Native do
   ## admin.rs
 
   def shard_count, do: err()
-  # options: %{synchronous:, busy_timeout:, max_page_count:, sweep_interval:, inline_commits:}
+  # options: %{synchronous:, busy_timeout:, max_page_count:, sweep_interval:, inline_commits:,
+  #   max_streams:}
   def open(_path, _options), do: err()
   def monitor_owner(_store), do: err()
   def close(_store), do: err()

@@ -74,6 +74,9 @@ error_kinds! {
     Exists => "exists",
     /// The stored value is not the expected one (for compare-and-set).
     Mismatch => "mismatch",
+    /// As many snapshots (streams) are open as the store's
+    /// [`crate::Options::max_snapshots`] allows.
+    TooManyStreams => "too_many_streams",
     /// A bug in LiteStash: a panic was caught or an invariant broke.
     Internal => "internal",
 }

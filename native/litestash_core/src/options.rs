@@ -56,6 +56,9 @@ pub struct Options {
     /// [`crate::Store::inline_slot`]) at once, counted over every store of
     /// the process; 0 sends every write through the writer threads.
     pub inline_commits: usize,
+    /// Most snapshots ([`crate::Store::snapshot`], one per open stream)
+    /// at once: each holds a connection, so file descriptors, of its own.
+    pub max_snapshots: usize,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
             sweep_batch: 500,
             max_page_count: None,
             inline_commits: 1,
+            max_snapshots: 64,
         }
     }
 }
