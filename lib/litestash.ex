@@ -86,6 +86,12 @@ defmodule LiteStash do
       once (each holds an SQLite connection, so file descriptors, until it
       is done or halted). Past it, enumerating another raises
       `LiteStash.Error` with `reason: :too_many_streams`, at once. Default `64`.
+    * `:replica` - `true` opens the data dir as one replica of a clustered
+      store: its files get the contract's replica table (section 10), and
+      only the cluster's log writes them (every other write answers
+      `:replicated`). Set by `LiteStash.Cluster`; not for direct use.
+      Default `false`. A store opened without it reads a replica's files and
+      refuses to write them.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -137,6 +143,7 @@ defmodule LiteStash do
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
           | {:max_streams, pos_integer()}
+          | {:replica, boolean()}
 
   @defaults [
     data_dir: "./data",
@@ -146,7 +153,8 @@ defmodule LiteStash do
     max_page_count: nil,
     sweep_interval: 1_000,
     inline_commits: 1,
-    max_streams: 64
+    max_streams: 64,
+    replica: false
   ]
 
   @doc """
@@ -169,18 +177,8 @@ defmodule LiteStash do
     opts = validate_options!(opts)
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
-    native_options =
-      Map.new(
-        [
-          :synchronous,
-          :busy_timeout,
-          :max_page_count,
-          :sweep_interval,
-          :inline_commits,
-          :max_streams
-        ],
-        &{&1, opts[&1]}
-      )
+    # Every validated option but these two reaches the NIF, as a map.
+    native_options = opts |> Keyword.drop([:name, :data_dir]) |> Map.new()
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -235,7 +233,8 @@ defmodule LiteStash do
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
-    max_streams: "an integer from 1 to 65536"
+    max_streams: "an integer from 1 to 65536",
+    replica: "a boolean"
   }
 
   defp validate_option!(key, value) do
@@ -266,6 +265,7 @@ defmodule LiteStash do
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
   defp valid_option?(:max_streams, n), do: is_integer(n) and n >= 1 and n <= 65_536
+  defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
 

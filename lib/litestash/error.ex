@@ -32,6 +32,9 @@ defmodule LiteStash.Error do
     * `:mismatch` - `compare_and_set/4` found another value
     * `:too_many_streams` - as many streams are open on the store as its
       `:max_streams` option allows
+    * `:replicated` - the shard file is one replica of a clustered store
+      (it holds the contract's `litestash_replica` table): it is written only
+      through its cluster; a store opened without the cluster reads it
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 
@@ -60,6 +63,7 @@ defmodule LiteStash.Error do
           | :exists
           | :mismatch
           | :too_many_streams
+          | :replicated
           | :internal
 
   defexception [:reason, :message]

@@ -77,6 +77,9 @@ error_kinds! {
     /// As many snapshots (streams) are open as the store's
     /// [`crate::Options::max_snapshots`] allows.
     TooManyStreams => "too_many_streams",
+    /// The shard file is a replica's: written only through its cluster's
+    /// log (contract section 10).
+    Replicated => "replicated",
     /// A bug in LiteStash: a panic was caught or an invariant broke.
     Internal => "internal",
 }

@@ -59,6 +59,10 @@ pub struct Options {
     /// Most snapshots ([`crate::Store::snapshot`], one per open stream)
     /// at once: each holds a connection, so file descriptors, of its own.
     pub max_snapshots: usize,
+    /// The store is one replica of a replicated store (contract section
+    /// 10): its files get the replica table, and only replicated entries
+    /// ([`crate::Request::replicated`]) write them.
+    pub replica: bool,
 }
 
 impl Default for Options {
@@ -79,6 +83,7 @@ impl Default for Options {
             max_page_count: None,
             inline_commits: 1,
             max_snapshots: 64,
+            replica: false,
         }
     }
 }

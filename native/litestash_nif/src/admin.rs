@@ -37,6 +37,7 @@ struct OpenOptions {
     sweep_interval: u64,
     inline_commits: usize,
     max_streams: usize,
+    replica: bool,
 }
 
 impl OpenOptions {
@@ -51,6 +52,7 @@ impl OpenOptions {
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
             max_snapshots: self.max_streams,
+            replica: self.replica,
             ..Options::default()
         }
     }
@@ -73,7 +75,7 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits and max_streams",
+                         max_page_count, sweep_interval, inline_commits, max_streams and replica",
                     ),
                 ))
             }

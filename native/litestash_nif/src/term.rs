@@ -16,6 +16,20 @@ pub enum Refusal {
     OverBudget,
 }
 
+impl Refusal {
+    /// The error to answer with: an overrun can only mean a bug where no
+    /// limit was set.
+    pub fn into_error(self) -> Error {
+        match self {
+            Refusal::Error(e) => e,
+            Refusal::OverBudget => Error::new(
+                ErrorKind::Internal,
+                "a walk without limit ran out of budget",
+            ),
+        }
+    }
+}
+
 impl From<Error> for Refusal {
     fn from(e: Error) -> Refusal {
         Refusal::Error(e)
@@ -33,6 +47,9 @@ pub const NORMAL_BUDGET: usize = 100_000;
 pub const NODE: usize = 80;
 /// Bytes of a binary per unit of the budget.
 pub const BYTES_PER_UNIT: usize = 2;
+/// One key-value pair of a write of many (`set_many`, a replicated
+/// entry's op), beyond its key and value: hashing, routing, handing over.
+pub const PAIR: usize = 20 * NODE;
 
 /// How much work a walk may do; `None` for no limit.
 pub struct Budget {

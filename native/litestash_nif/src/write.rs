@@ -12,7 +12,7 @@
 use crate::error::{error_tuple, guard, panicked};
 use crate::registry::resolve;
 use crate::reply::{answer, reply_to};
-use crate::term::{to_value, Budget, Refusal, NODE};
+use crate::term::{to_value, Budget, Refusal, PAIR};
 use litestash_core::{Error, ErrorKind, InlineSlot, Request, Store, Submitted, Value};
 use rustler::sys::{ErlNifEnv, ErlNifTerm, ERL_NIF_DIRTY_JOB_IO_BOUND};
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -76,14 +76,7 @@ fn resume<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> Term<'a> {
         };
         Ok(match (nif.build)(&args[2..], &mut Budget::unlimited()) {
             Ok(request) => hand_over(env, &store.store, request, slot, args[1]),
-            Err(Refusal::Error(e)) => error_tuple(env, &e),
-            Err(Refusal::OverBudget) => error_tuple(
-                env,
-                &Error::new(
-                    ErrorKind::Internal,
-                    "a walk without limit ran out of budget",
-                ),
-            ),
+            Err(refusal) => error_tuple(env, &refusal.into_error()),
         })
     });
     done.unwrap_or_else(|_| panicked(env))
@@ -208,7 +201,7 @@ pub(crate) fn build_set_many(args: &[Term], budget: &mut Budget) -> Result<Reque
         let (k, v): (Term, Term) = arg(pair, "pair")?;
         let k = key(k)?;
         // Measured: hashing, routing and handing over a pair costs about
-        // ten terms' worth, and its key's hash a few units a byte.
+        // twenty terms' worth, and its key's hash a few units a byte.
         budget.charge(PAIR + 3 * k.len())?;
         pairs.push((k, to_value(v, budget)?));
         rest = tail;
@@ -219,9 +212,6 @@ pub(crate) fn build_set_many(args: &[Term], budget: &mut Budget) -> Result<Reque
     let refs: Vec<(&[u8], &Value)> = pairs.iter().map(|(k, v)| (k.as_slice(), v)).collect();
     Ok(Request::set_many(&refs)?)
 }
-
-/// The budget one pair of a `set_many` costs, beyond its key and value.
-const PAIR: usize = 20 * NODE;
 
 /// Defines the write NIF `$name` with `$arity` arguments after the server
 /// and reference, and its continuation.
@@ -302,3 +292,28 @@ write_nif!(
 );
 write_nif!(clear, CLEAR, clear_dirty, false, build_clear, []);
 write_nif!(compact, COMPACT, compact_dirty, false, build_compact, []);
+
+write_nif!(
+    replica_apply,
+    REPLICA_APPLY,
+    replica_apply_dirty,
+    false,
+    build_replica_apply,
+    [shard, index, now_ms, ops]
+);
+write_nif!(
+    shard_install,
+    SHARD_INSTALL,
+    shard_install_dirty,
+    false,
+    build_shard_install,
+    [shard, src]
+);
+
+fn build_replica_apply(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_apply(args, budget)
+}
+
+fn build_shard_install(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_install(args, budget)
+}
