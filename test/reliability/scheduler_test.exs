@@ -12,6 +12,7 @@ defmodule LiteStash.Reliability.SchedulerTest do
   alias LiteStash.Native
 
   @moduletag :tmp_dir
+  # Run alone by `make test` (`mix test --only scheduler`), see test_helper.exs.
   @moduletag :scheduler
 
   # At high priority, the probe runs as soon as its timer fires unless a
