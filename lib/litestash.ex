@@ -122,6 +122,10 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:max_streams` - how many `stream/2`s may be open on the store at
+      once (each holds an SQLite connection, so file descriptors, until it
+      is done or halted). Past it, enumerating another raises
+      `LiteStash.Error` with `reason: :too_many_streams`, at once. Default `64`.
     * `:replica` - `true` opens the data dir as one replica of a clustered
       store: its files get the contract's replica table (section 10), and
       only the cluster's log writes them (every other write answers
@@ -192,6 +196,7 @@ defmodule LiteStash do
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:max_streams, pos_integer()}
           | {:replica, boolean()}
 
   @defaults [
@@ -203,6 +208,7 @@ defmodule LiteStash do
     sweep_interval: 1_000,
     inline_commits: 1,
     read_only: false,
+    max_streams: 64,
     replica: false
   ]
 
@@ -302,6 +308,7 @@ defmodule LiteStash do
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
+    max_streams: "an integer from 1 to 65536",
     replica: "a boolean"
   }
 
@@ -336,6 +343,7 @@ defmodule LiteStash do
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+  defp valid_option?(:max_streams, n), do: is_integer(n) and n >= 1 and n <= 65_536
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
@@ -501,8 +509,16 @@ defmodule LiteStash do
   @doc """
   Reads several keys at once: `{:ok, %{key => value}}` with the keys that
   are stored (missing keys are left out).
+
+  A key whose stored value is not valid MessagePack (written by something
+  else) maps to `{:error, %LiteStash.Error{reason: :corrupt_value}}`, as
+  `get/2` would answer for it; the other keys are read as usual. No stored
+  value is ever a tuple, so `{:error, _}` cannot be mistaken for one.
+  `{:error, %LiteStash.Error{}}` for the whole call means the store could
+  not read (`:closed`, `:corrupt` shard file, I/O errors).
   """
-  @spec mget(server(), [key()]) :: {:ok, %{key() => value()}} | {:error, Error.t()}
+  @spec mget(server(), [key()]) ::
+          {:ok, %{key() => value() | {:error, Error.t()}}} | {:error, Error.t()}
   def mget(server \\ __MODULE__, keys) when is_list(keys) do
     keys = Enum.map(keys, &Args.key!/1)
 
@@ -562,16 +578,26 @@ defmodule LiteStash do
   A lazy `Stream` of `{key, value}` over the whole store, or over the keys
   that start with `prefix:`.
 
-  The stream reads one shard at a time, `chunk_size` rows per NIF call, so its
-  memory stays bounded whatever the store's size. Each shard is read in one
-  consistent snapshot (writes that commit during the walk of a shard are not
-  seen in it). Order: by key within a shard, unordered across the 16 shards.
-  Expired keys are left out. A read error raises `LiteStash.Error`.
+  The stream reads one shard at a time, at most `chunk_size` pairs and about
+  4 MiB of keys and values per NIF call (one pair if its value alone is
+  larger), so its memory stays bounded whatever the store's size and its
+  values' sizes. Each shard is read in one consistent snapshot (writes that
+  commit during the walk of a shard are not seen in it). Order: by key
+  within a shard, unordered across the 16 shards. Expired keys are left out.
+
+  A stored value that is not valid MessagePack (written by something else)
+  comes as `{key, {:error, %LiteStash.Error{reason: :corrupt_value}}}`, the
+  message naming the key, and the stream goes on with the next key: no
+  stored value is ever a tuple, so match on `{:error, _}` to tell. Any other
+  read error raises `LiteStash.Error`, as does opening a stream past the
+  store's `:max_streams` (`reason: :too_many_streams`). An open stream holds
+  a connection until it is done, halted (`Enum.take/2` and the like), or its
+  process exits.
 
   ## Options
 
     * `:prefix` - only keys that start with this string. Default `""` (all).
-    * `:chunk_size` - rows read per call. Default `500`.
+    * `:chunk_size` - most pairs read per call. Default `500`.
 
   On the default store (see the module doc's "Usage"):
 

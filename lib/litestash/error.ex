@@ -34,6 +34,8 @@ defmodule LiteStash.Error do
       sum outside -2^63..2^63-1
     * `:exists` - `put_new/3` on a key that is stored
     * `:mismatch` - `compare_and_set/4` found another value
+    * `:too_many_streams` - as many streams are open on the store as its
+      `:max_streams` option allows
     * `:replicated` - the shard file is one replica of a clustered store
       (it holds the contract's `litestash_replica` table): it is written only
       through its cluster; a store opened without the cluster reads it
@@ -64,6 +66,7 @@ defmodule LiteStash.Error do
           | :not_an_integer
           | :exists
           | :mismatch
+          | :too_many_streams
           | :replicated
           | :internal
 

@@ -53,7 +53,7 @@ impl Store {
     }
 
     fn count_shard(&self, shard: usize) -> Result<u64> {
-        let mut snapshot = self.snapshot(shard, "")?;
+        let mut snapshot = self.snapshot_within_call(shard, "")?;
         let mut n = 0u64;
         loop {
             let chunk = snapshot.next_keys(4096)?;

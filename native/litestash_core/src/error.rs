@@ -76,6 +76,9 @@ error_kinds! {
     Exists => "exists",
     /// The stored value is not the expected one (for compare-and-set).
     Mismatch => "mismatch",
+    /// As many snapshots (streams) are open as the store's
+    /// [`crate::Options::max_snapshots`] allows.
+    TooManyStreams => "too_many_streams",
     /// The shard file is a replica's: written only through its cluster's
     /// log (contract section 10).
     Replicated => "replicated",

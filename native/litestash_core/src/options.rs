@@ -61,6 +61,9 @@ pub struct Options {
     /// The dir must exist and hold the 16 shard files (see
     /// [`crate::Store::open`] for what SQLite needs to read a WAL file then).
     pub read_only: bool,
+    /// Most snapshots ([`crate::Store::snapshot`], one per open stream)
+    /// at once: each holds a connection, so file descriptors, of its own.
+    pub max_snapshots: usize,
     /// The store is one replica of a replicated store (contract section
     /// 10): its files get the replica table, and only replicated entries
     /// ([`crate::Request::replicated`]) write them.
@@ -85,6 +88,7 @@ impl Default for Options {
             max_page_count: None,
             inline_commits: 1,
             read_only: false,
+            max_snapshots: 64,
             replica: false,
         }
     }

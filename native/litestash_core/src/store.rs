@@ -66,6 +66,8 @@ pub struct Store {
     pub(crate) hook: HookSlot,
     /// Jobs queued or being committed by the writer threads, all shards.
     pending: Pending,
+    /// Snapshots open now, counted against `options.max_snapshots`.
+    pub(crate) snapshots: Arc<AtomicUsize>,
 }
 
 /// Writes committing inline right now, in every store of the process: the
@@ -216,6 +218,7 @@ impl Store {
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
             pending: Arc::new(AtomicUsize::new(0)),
+            snapshots: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -423,11 +426,14 @@ impl Store {
     }
 
     /// The values of `keys`, in order (`None` for a key not stored). All keys
-    /// are validated before any is read; keys are read shard by shard.
+    /// are validated before any is read; keys are read shard by shard. A
+    /// stored value that does not decode is an error for its key alone
+    /// ([`ErrorKind::CorruptValue`], naming it): the other keys are read.
     ///
     /// # Errors
-    /// As [`Store::get`]; the first error ends the call.
-    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+    /// As [`Store::get`], but for a corrupt value; the first error ends the
+    /// call.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Value>>>> {
         let keys: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect::<Result<_>>()?;
         let mut out = vec![None; keys.len()];
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARD_COUNT];
@@ -440,7 +446,11 @@ impl Store {
             }
             self.read(shard, |file, conn| {
                 for &i in positions {
-                    out[i] = self.lookup(file, conn, &keys[i])?;
+                    out[i] = match self.lookup(file, conn, &keys[i]) {
+                        Ok(found) => found.map(Ok),
+                        Err(e) if e.kind() == ErrorKind::CorruptValue => Some(Err(e)),
+                        Err(e) => return Err(e),
+                    };
                 }
                 Ok(())
             })?;

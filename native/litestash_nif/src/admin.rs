@@ -40,6 +40,7 @@ struct OpenOptions {
     read_only: bool,
     /// `data_dir: :memory`: the path is ignored.
     memory: bool,
+    max_streams: usize,
     replica: bool,
 }
 
@@ -55,6 +56,7 @@ impl OpenOptions {
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
             read_only: self.read_only,
+            max_snapshots: self.max_streams,
             replica: self.replica,
             ..Options::default()
         }
@@ -78,7 +80,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits, read_only, memory and replica",
+                         max_page_count, sweep_interval, inline_commits, read_only, memory,
+                         max_streams and replica",
                     ),
                 ))
             }
@@ -93,6 +96,7 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                 env,
                 ResourceArc::new(StoreResource {
                     store: Arc::new(store),
+                    events: Arc::default(),
                 }),
             ),
             Err(e) => error_tuple(env, &e),

@@ -151,6 +151,9 @@ pub(crate) struct TableSql {
     /// Rows with keys in `[?1, ?2)`, in key order, with expiry, up to the
     /// limit given to [`TableSql::range`].
     range: String,
+    /// As `range`, without the values (NULL in their place): a walk of
+    /// keys alone reads no value from the file.
+    range_keys: String,
     pub clear: String,
 }
 
@@ -183,6 +186,11 @@ impl TableSql {
                  LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
                  WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT "
             ),
+            range_keys: format!(
+                "SELECT t.\"key\", NULL, e.expires_at FROM \"{table}\" AS t \
+                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
+                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT "
+            ),
             clear: format!("DELETE FROM \"{table}\""),
         }
     }
@@ -190,6 +198,11 @@ impl TableSql {
     /// The range query with `limit` in its text (see [`expiry_due`] for why).
     pub fn range(&self, limit: usize) -> String {
         format!("{}{limit}", self.range)
+    }
+
+    /// The keys-only range query with `limit` in its text.
+    pub fn range_keys(&self, limit: usize) -> String {
+        format!("{}{limit}", self.range_keys)
     }
 
     /// The table and its unique key index, created when missing.
