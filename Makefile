@@ -38,6 +38,7 @@ test: export ERL_LIBS := $(abspath $(RA_DIR))$(if $(ERL_LIBS),:$(ERL_LIBS))
 test: elixir interop-venv ra
 	cargo test --workspace --all-features --locked
 	mix test
+	mix test --only scheduler
 	cd bench && mix test
 
 interop-venv: $(INTEROP_STAMP)

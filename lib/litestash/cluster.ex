@@ -153,7 +153,13 @@ defmodule LiteStash.Cluster do
     unless is_atom(name) and name not in [nil, true, false],
       do: bad!(:name, "an atom (a clustered store is registered by name)", name)
 
-    data_dir = store_opts |> Keyword.get(:data_dir, "./data") |> Path.expand()
+    data_dir = Keyword.get(store_opts, :data_dir, "./data")
+
+    # Ra's log and the replica files must outlive the VM.
+    unless is_binary(data_dir),
+      do: bad!(:data_dir, "a path (a clustered store lives on disk)", data_dir)
+
+    data_dir = Path.expand(data_dir)
 
     %{
       name: name,

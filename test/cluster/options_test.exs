@@ -27,6 +27,12 @@ defmodule LiteStash.ClusterOptionsTest do
       end
     end
 
+    test "a clustered store lives on disk, not in memory" do
+      assert_raise ArgumentError, ~r/:data_dir.*:memory/, fn ->
+        LiteStash.start_link(data_dir: :memory, name: :kv_mem, cluster: [node()])
+      end
+    end
+
     test "a cluster option without :cluster raises instead of being ignored", %{tmp_dir: dir} do
       for {key, value} <- [replication_factor: 2, cluster_reads: :consistent, timeout: 100] do
         assert_raise ArgumentError, ~r/#{inspect(key)} is for a cluster/, fn ->

@@ -26,7 +26,7 @@ impl Store {
                             Shard::Ready {
                                 readers, engine, ..
                             } => Some((lock(readers), lock(engine))),
-                            Shard::Broken(_) => None,
+                            Shard::Reading { .. } | Shard::Broken(_) => None,
                         })
                         .collect();
                     panic!("poisoning LiteStash's locks for a test");
@@ -49,6 +49,7 @@ impl Store {
                 }
                 Ok(())
             }
+            Shard::Reading { .. } => Err(self.read_only_error()),
             Shard::Broken(e) => Err(e.clone()),
         }
     }
