@@ -157,9 +157,26 @@ defmodule LiteStash.Test.ClusterNodes do
     for other <- others do
       true = call(member, :erlang, :set_cookie, [other.node, @cookie])
       true = call(other, :erlang, :set_cookie, [member.node, @cookie])
-      true = call(member, :net_kernel, :connect_node, [other.node])
     end
 
+    for other <- others, do: connect!(member, other, 30_000)
     :ok
+  end
+
+  # A connection attempt right after the cookies change can still fail
+  # (a handshake of the cut-off time in flight, on a loaded machine):
+  # try again until the deadline.
+  defp connect!(member, other, left) do
+    cond do
+      call(member, :net_kernel, :connect_node, [other.node]) ->
+        :ok
+
+      left <= 0 ->
+        raise "#{member.node} cannot reconnect to #{other.node} after healing"
+
+      true ->
+        Process.sleep(200)
+        connect!(member, other, left - 200)
+    end
   end
 end
