@@ -9,6 +9,7 @@
 pub(crate) mod op;
 mod upkeep;
 
+use crate::cache::{Touched, ValueCache};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
 use crate::locks::lock;
@@ -108,6 +109,7 @@ pub(crate) fn spawn(
     options: &Options,
     hook: HookSlot,
     pending: Pending,
+    cache: Arc<ValueCache>,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
@@ -118,8 +120,13 @@ pub(crate) fn spawn(
     });
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
+    let wrote = Arc::new(AtomicBool::new(false));
+    let hook_wrote = Arc::clone(&wrote);
+    // SQLite calls it after each commit that wrote WAL frames, i.e. each
+    // commit that moved the WAL index's change counter (see cache.rs).
     conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
         hook_pages.store(pages, Ordering::Relaxed);
+        hook_wrote.store(true, Ordering::Relaxed);
         Ok(())
     }))
     .map_err(|e| file.err(e))?;
@@ -127,6 +134,9 @@ pub(crate) fn spawn(
         file,
         conn,
         wal_pages,
+        wrote,
+        cache,
+        touched: Touched::default(),
         max_batch: options.max_batch.max(1),
         max_batch_bytes: options.max_batch_bytes.max(1),
         checkpoint_pages: options.checkpoint_pages,
@@ -236,6 +246,11 @@ pub(crate) struct Writer {
     conn: Connection,
     /// Frames in the WAL after the last commit, as the WAL hook reported.
     wal_pages: Arc<AtomicI32>,
+    /// The WAL hook ran: the last commit wrote frames.
+    wrote: Arc<AtomicBool>,
+    cache: Arc<ValueCache>,
+    /// What the open transaction's writes touched, for the cache.
+    pub(super) touched: Touched,
     max_batch: usize,
     max_batch_bytes: usize,
     checkpoint_pages: i32,
@@ -256,6 +271,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The writer's connection, for figures.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// `first` and what is already queued behind it, never waiting for
     /// more: a lone writer pays no batching delay. `true` when a shutdown
     /// was found in the queue.
@@ -387,13 +407,27 @@ impl Writer {
     }
 
     /// Runs `f` in `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
+    /// After a commit, before anyone hears of it, the value cache drops
+    /// what the transaction touched and records the change counter the
+    /// commit made: the one read under the write lock at `BEGIN`, plus one
+    /// if the commit wrote to the WAL.
     fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
         self.exec(sql::BEGIN_WRITE)?;
-        let result = f(self).and_then(|value| self.exec(sql::COMMIT).map(|()| value));
+        let begun = self.cache.begin(self.file.index);
+        self.touched = Touched::default();
+        let result = f(self).and_then(|value| {
+            self.wrote.store(false, Ordering::Relaxed);
+            self.exec(sql::COMMIT).map(|()| value)
+        });
         if result.is_err() && !self.conn.is_autocommit() {
             let _ = self.exec(sql::ROLLBACK);
+        }
+        if result.is_ok() {
+            let wrote = self.wrote.load(Ordering::Relaxed);
+            self.cache
+                .committed(self.file.index, begun, wrote, &self.touched);
         }
         result
     }

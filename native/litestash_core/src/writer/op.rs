@@ -121,6 +121,7 @@ impl Writer {
             panic!("a panic injected by a test, inside a write's transaction");
         }
         let (secs, micros) = now_parts();
+        self.touch(op);
         match op {
             Op::Put(rows) => {
                 for row in rows {
@@ -172,6 +173,19 @@ impl Writer {
             Op::Compact => {}
         }
         Ok(Outcome::Done)
+    }
+
+    /// Notes the keys `op` may change, for the value cache to drop after
+    /// the commit (dropping more than changed is harmless).
+    fn touch(&mut self, op: &Op) {
+        let touched = &mut self.touched;
+        match op {
+            Op::Put(rows) => touched.keys.extend(rows.iter().map(|r| r.key.clone())),
+            Op::Delete(t) | Op::Expire(t, _) | Op::Incr(t, _) => touched.keys.push(t.key.clone()),
+            Op::PutNew(row) | Op::CompareAndSet(row, _) => touched.keys.push(row.key.clone()),
+            Op::Clear => touched.all = true,
+            Op::Compact => {}
+        }
     }
 
     /// Adds `by` to the integer under `t`; an increment keeps the key's expiry.
