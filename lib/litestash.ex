@@ -82,6 +82,26 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:cache_size` - bytes of decoded values the store keeps in memory for
+      reads, counted with their keys and bookkeeping. Default `33_554_432`
+      (32 MiB); `0` turns the cache off. A `get`, `exists` or `ttl` that the
+      cache answers runs on the calling scheduler, without SQLite; any
+      other read goes to the shard file on a dirty IO scheduler and fills
+      the cache. Values over 4 KiB encoded are not cached. The cache never
+      serves a stale value: the store's own writes update it before they
+      return, an expired key is never served from it, and a commit by
+      another OS process to the same files is noticed (through SQLite's
+      WAL index) by every read that starts after that commit returned.
+    * `:page_cache_size` - bytes of SQLite page cache for the whole store,
+      shared out evenly over its connections (each shard's writer and up to
+      one pooled reader per dirty IO scheduler, at least 64 KiB each).
+      Default `67_108_864` (64 MiB). The files are also memory-mapped for
+      reads; those pages are the OS's page cache, not counted here.
+    * `:wal_limit` - bytes of write-ahead log per shard after which its
+      writer copies the log back into the file; past 6 times that it waits
+      briefly for readers and truncates the log. Default `8_240_000`
+      (2,000 pages). Lower it on small devices: 16 shards each keep up to
+      this much WAL.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -132,6 +152,9 @@ defmodule LiteStash do
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:cache_size, non_neg_integer()}
+          | {:page_cache_size, non_neg_integer()}
+          | {:wal_limit, pos_integer()}
 
   @defaults [
     data_dir: "./data",
@@ -140,7 +163,10 @@ defmodule LiteStash do
     busy_timeout: 30_000,
     max_page_count: nil,
     sweep_interval: 1_000,
-    inline_commits: 1
+    inline_commits: 1,
+    cache_size: 32 * 1024 * 1024,
+    page_cache_size: 64 * 1024 * 1024,
+    wal_limit: 2000 * (4096 + 24)
   ]
 
   @doc """
@@ -164,10 +190,19 @@ defmodule LiteStash do
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
     native_options =
-      Map.new(
-        [:synchronous, :busy_timeout, :max_page_count, :sweep_interval, :inline_commits],
-        &{&1, opts[&1]}
-      )
+      [
+        :synchronous,
+        :busy_timeout,
+        :max_page_count,
+        :sweep_interval,
+        :inline_commits,
+        :cache_size,
+        :page_cache_size,
+        :wal_limit
+      ]
+      |> Map.new(&{&1, opts[&1]})
+      # No more reads run at once than there are dirty IO schedulers.
+      |> Map.put(:readers_per_shard, min(:erlang.system_info(:dirty_io_schedulers), 16))
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -223,7 +258,10 @@ defmodule LiteStash do
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
-    inline_commits: "an integer from 0 to 1024"
+    inline_commits: "an integer from 0 to 1024",
+    cache_size: "a non-negative integer of bytes",
+    page_cache_size: "a non-negative integer of bytes",
+    wal_limit: "a positive integer of bytes"
   }
 
   defp validate_option!(key, value) do
@@ -253,6 +291,12 @@ defmodule LiteStash do
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+  defp valid_option?(:cache_size, n), do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
+
+  defp valid_option?(:page_cache_size, n),
+    do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
+
+  defp valid_option?(:wal_limit, n), do: is_integer(n) and n > 0 and n < 281_474_976_710_656
 
   ## Writes
 
@@ -650,8 +694,13 @@ defmodule LiteStash do
   end
 
   @doc """
-  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n, wal_bytes: n}]}`.
-  A damaged shard has `keys: {:error, %LiteStash.Error{}}`.
+  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n,
+  wal_bytes: n, value_cache_bytes: n, page_cache_bytes: n}]}`.
+  `value_cache_bytes` is what the value cache holds for the shard's keys
+  (bounded by `:cache_size` for all shards together), `page_cache_bytes`
+  the SQLite page cache its writer and idle readers use (bounded by
+  `:page_cache_size` together). A damaged shard has
+  `keys: {:error, %LiteStash.Error{}}`.
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(server \\ __MODULE__) do

@@ -19,6 +19,8 @@ rustler::atoms! {
     keys_atom = "keys",
     file_bytes,
     wal_bytes,
+    value_cache_bytes,
+    page_cache_bytes,
 }
 
 /// `synchronous:` as Elixir spells it; any other atom fails to decode.
@@ -36,11 +38,15 @@ struct OpenOptions {
     max_page_count: Option<i64>,
     sweep_interval: u64,
     inline_commits: usize,
+    cache_size: usize,
+    page_cache_size: usize,
+    wal_limit: u64,
+    readers_per_shard: usize,
 }
 
 impl OpenOptions {
     fn into_options(self) -> Options {
-        Options {
+        let mut options = Options {
             synchronous: match self.synchronous {
                 SyncLevel::Normal => Synchronous::Normal,
                 SyncLevel::Full => Synchronous::Full,
@@ -49,8 +55,13 @@ impl OpenOptions {
             max_page_count: self.max_page_count,
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
+            cache_size: self.cache_size,
+            page_cache_size: self.page_cache_size,
+            readers_per_shard: self.readers_per_shard.max(1),
             ..Options::default()
-        }
+        };
+        options.set_wal_limit(self.wal_limit);
+        options
     }
 }
 
@@ -71,7 +82,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval and inline_commits",
+                         max_page_count, sweep_interval, inline_commits, cache_size, \
+                         page_cache_size, wal_limit and readers_per_shard",
                     ),
                 ))
             }
@@ -146,7 +158,9 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
         .map_put(shard_atom(), info.shard)?
         .map_put(keys_atom(), keys)?
         .map_put(file_bytes(), info.file_bytes)?
-        .map_put(wal_bytes(), info.wal_bytes)
+        .map_put(wal_bytes(), info.wal_bytes)?
+        .map_put(value_cache_bytes(), info.value_cache_bytes)?
+        .map_put(page_cache_bytes(), info.page_cache_bytes)
 }
 
 /// Inspects a data dir without opening it as a store (for the Mix tasks):
