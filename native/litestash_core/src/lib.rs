@@ -61,7 +61,7 @@ pub use options::{
     Options, Synchronous, DEFAULT_CACHE_SIZE, DEFAULT_PAGE_CACHE_SIZE, DEFAULT_WAL_LIMIT,
 };
 pub use reply::{Outcome, Reply, Submitted};
-pub use request::Request;
+pub use request::{ReplicaOp, Request};
 pub use scan::Snapshot;
 pub use shard::{APPLICATION_ID, CONTRACT_VERSION};
 pub use store::{InlineSlot, Store};

@@ -42,6 +42,7 @@ struct OpenOptions {
     page_cache_size: usize,
     wal_limit: u64,
     readers_per_shard: usize,
+    replica: bool,
 }
 
 impl OpenOptions {
@@ -58,6 +59,7 @@ impl OpenOptions {
             cache_size: self.cache_size,
             page_cache_size: self.page_cache_size,
             readers_per_shard: self.readers_per_shard.max(1),
+            replica: self.replica,
             ..Options::default()
         };
         options.set_wal_limit(self.wal_limit);
@@ -82,8 +84,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits, cache_size, \
-                         page_cache_size, wal_limit and readers_per_shard",
+                         max_page_count, sweep_interval, inline_commits, replica, \
+                         cache_size, page_cache_size, wal_limit and readers_per_shard",
                     ),
                 ))
             }

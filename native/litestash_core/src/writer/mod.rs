@@ -7,9 +7,12 @@
 //! does between batches (checkpoints, sweeps, compaction).
 
 pub(crate) mod op;
+mod replica;
+pub(crate) use replica::applied_index as replica_applied_index;
 mod upkeep;
 
 use crate::cache::{Touched, ValueCache};
+use crate::clock::Now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
 use crate::locks::lock;
@@ -109,6 +112,7 @@ pub(crate) fn spawn(
     options: &Options,
     hook: HookSlot,
     pending: Pending,
+    replica: bool,
     cache: Arc<ValueCache>,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -150,6 +154,8 @@ pub(crate) fn spawn(
         busy_timeout: options.busy_timeout,
         compacting: Vec::new(),
         hook,
+        replica,
+        replay_clock: None,
         #[cfg(feature = "test-hooks")]
         panic_next: false,
     };
@@ -265,6 +271,12 @@ pub(crate) struct Writer {
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
+    /// The file is a replica's (contract section 10): only replicated ops
+    /// write it, and it is not swept here.
+    replica: bool,
+    /// The clock of the replicated entry being applied; `None` for the
+    /// wall clock.
+    replay_clock: Option<Now>,
     /// Test hook: the next write applied panics.
     #[cfg(feature = "test-hooks")]
     pub(crate) panic_next: bool,
@@ -274,6 +286,11 @@ impl Writer {
     /// The writer's connection, for figures.
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The clock of the write being applied.
+    fn now(&self) -> Now {
+        self.replay_clock.unwrap_or_else(Now::wall)
     }
 
     /// `first` and what is already queued behind it, never waiting for
@@ -300,14 +317,18 @@ impl Writer {
     /// panic while committing is an `Internal` error and the writer goes on.
     fn commit_one(&mut self, op: &Op) -> Result<Outcome> {
         let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| self.transaction(|w| w.apply(op))))
-            .unwrap_or_else(|_| {
-                self.abandon_transaction();
-                Err(Error::new(
-                    ErrorKind::Internal,
-                    "internal error while writing (a panic was caught)",
-                ))
-            });
+        let result = catch_unwind(AssertUnwindSafe(|| match op {
+            // A snapshot is installed outside any transaction.
+            Op::Install(path) => self.install(path).map(|()| Outcome::Done),
+            op => self.transaction(|w| w.apply(op)),
+        }))
+        .unwrap_or_else(|_| {
+            self.abandon_transaction();
+            Err(Error::new(
+                ErrorKind::Internal,
+                "internal error while writing (a panic was caught)",
+            ))
+        });
         self.report_commit(1, started);
         result
     }
@@ -360,15 +381,26 @@ impl Writer {
 
     /// Commits `batch`; the callers' answers, not yet sent.
     fn commit_batch(&mut self, mut batch: Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
-        // Compaction runs in steps between batches, never inside one.
+        // Compaction runs in steps between batches, never inside one, and
+        // an install replaces the file outside any transaction.
+        let mut answers = Vec::new();
         let mut i = 0;
         while i < batch.len() {
-            if matches!(batch[i].op, Op::Compact) {
-                let job = batch.swap_remove(i);
-                self.start_compaction(job.reply);
-            } else {
-                i += 1;
+            match &batch[i].op {
+                Op::Compact => {
+                    let job = batch.remove(i);
+                    self.start_compaction(job.reply);
+                }
+                Op::Install(path) => {
+                    let result = self.install(&path.clone()).map(|()| Outcome::Done);
+                    answers.push((batch.remove(i).reply, result));
+                }
+                _ => i += 1,
             }
+        }
+        if !answers.is_empty() {
+            answers.extend(self.commit_batch(batch));
+            return answers;
         }
         if batch.is_empty() {
             return Vec::new();
@@ -435,18 +467,24 @@ impl Writer {
     /// Applies one write inside a savepoint, so that its failure undoes it
     /// alone. `Err` only when the whole transaction is lost.
     fn apply_isolated(&mut self, op: &Op) -> Result<Result<Outcome>> {
-        self.exec(sql::SAVEPOINT)?;
+        self.apply_in(&sql::WRITE_SAVEPOINT, op)
+    }
+
+    /// Applies `op` inside `savepoint`: its failure undoes it alone. `Err`
+    /// only when SQLite rolled the whole transaction back (disk full, I/O
+    /// error).
+    fn apply_in(&mut self, savepoint: &sql::Savepoint, op: &Op) -> Result<Result<Outcome>> {
+        self.exec(savepoint.begin)?;
         let result = self.apply(op);
         if self.conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O error).
             return Err(result.err().unwrap_or_else(|| {
                 Error::new(ErrorKind::Internal, "transaction ended unexpectedly")
             }));
         }
         if result.is_err() {
-            self.exec(sql::ROLLBACK_TO_SAVEPOINT)?;
+            self.exec(savepoint.rollback)?;
         }
-        self.exec(sql::RELEASE_SAVEPOINT)?;
+        self.exec(savepoint.release)?;
         Ok(result)
     }
 

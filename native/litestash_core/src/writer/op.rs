@@ -2,7 +2,7 @@
 //! file, inside the transaction its writer opened.
 
 use super::Writer;
-use crate::clock::{now_ms, now_parts};
+use crate::clock::Now;
 use crate::codec::{canonical, decode, encode, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reply::Outcome;
@@ -54,6 +54,18 @@ pub(crate) enum Op {
     Clear,
     /// Gives free pages back to the file system, in bounded steps.
     Compact,
+    /// Deletes up to this many expired keys (a replicated sweep).
+    Sweep(usize),
+    /// The ops of one replication log entry, applied with its index and
+    /// its clock (see `writer/replica.rs`).
+    Replicated {
+        index: u64,
+        now_ms: i64,
+        ops: Vec<Op>,
+    },
+    /// Replaces the file's contents with the database at this path (a
+    /// replica catching up from a snapshot).
+    Install(std::path::PathBuf),
 }
 
 /// Bytes counted for a write besides its key and value.
@@ -105,7 +117,7 @@ impl Writer {
     /// key found here is deleted on the spot.
     fn live(&self, target: &Target) -> Result<Option<Option<Vec<u8>>>> {
         match self.file.read_row(&self.conn, target.table, &target.hash)? {
-            Some(row) if row.expired(now_ms()) => {
+            Some(row) if row.expired(self.now().ms) => {
                 self.remove(target.table, &target.hash)?;
                 Ok(None)
             }
@@ -120,7 +132,7 @@ impl Writer {
         if std::mem::take(&mut self.panic_next) {
             panic!("a panic injected by a test, inside a write's transaction");
         }
-        let (secs, micros) = now_parts();
+        let Now { secs, micros, .. } = self.now();
         self.touch(op);
         match op {
             Op::Put(rows) => {
@@ -171,6 +183,18 @@ impl Writer {
                 self.sql(sql::EXPIRY_CLEAR, [])?;
             }
             Op::Compact => {}
+            Op::Sweep(limit) => {
+                self.sweep(*limit)?;
+            }
+            Op::Replicated { index, now_ms, ops } => {
+                return self.apply_replicated(*index, *now_ms, ops)
+            }
+            Op::Install(_) => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "a snapshot is installed between transactions, never inside one",
+                ))
+            }
         }
         Ok(Outcome::Done)
     }
@@ -178,14 +202,29 @@ impl Writer {
     /// Notes the keys `op` may change, for the value cache to drop after
     /// the commit (dropping more than changed is harmless).
     fn touch(&mut self, op: &Op) {
-        let touched = &mut self.touched;
-        match op {
-            Op::Put(rows) => touched.keys.extend(rows.iter().map(|r| r.key.clone())),
-            Op::Delete(t) | Op::Expire(t, _) | Op::Incr(t, _) => touched.keys.push(t.key.clone()),
-            Op::PutNew(row) | Op::CompareAndSet(row, _) => touched.keys.push(row.key.clone()),
-            Op::Clear => touched.all = true,
-            Op::Compact => {}
-        }
+        let key = match op {
+            Op::Put(rows) => {
+                let keys = rows.iter().map(|r| r.key.clone());
+                self.touched.keys.extend(keys);
+                return;
+            }
+            Op::Delete(t) | Op::Expire(t, _) | Op::Incr(t, _) => &t.key,
+            Op::PutNew(row) | Op::CompareAndSet(row, _) => &row.key,
+            // A replicated sweep deletes by the entry's clock, which may be
+            // ahead of ours: its keys are not all expired by our reads' clock.
+            Op::Clear | Op::Sweep(_) => {
+                self.touched.all = true;
+                return;
+            }
+            Op::Replicated { ops, .. } => {
+                ops.iter().for_each(|op| self.touch(op));
+                return;
+            }
+            // An install replaces the file outside any transaction; see
+            // `Writer::install`.
+            Op::Compact | Op::Install(_) => return,
+        };
+        self.touched.keys.push(key.clone());
     }
 
     /// Adds `by` to the integer under `t`; an increment keeps the key's expiry.
