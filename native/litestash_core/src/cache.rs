@@ -44,9 +44,35 @@ pub const CACHEABLE_BYTES: usize = 4096;
 /// `known` before anything is known: matches no `iChange`.
 const UNKNOWN: u64 = u64::MAX;
 
-/// Bytes counted per entry besides its key and value: the entry itself
-/// and the cache's bookkeeping for it.
-const ENTRY_OVERHEAD: usize = std::mem::size_of::<Stored>() + 64;
+/// Bytes counted per entry besides its key and value: the entry and its
+/// `Arc`, and the cache's bookkeeping for it.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Stored>() + 16 + 64;
+
+/// What an allocation costs besides its bytes (glibc's header and rounding).
+const ALLOCATION: usize = 16;
+
+/// Bytes of heap `value` holds: what its allocations take, not its
+/// encoding (a small map can take ten times its MessagePack).
+fn heap_bytes(value: &Value) -> usize {
+    match value {
+        Value::Str(s) => s.capacity() + ALLOCATION,
+        Value::Bin(b) => b.capacity() + ALLOCATION,
+        Value::Array(items) => crate::codec::deeper(|| {
+            items.capacity() * std::mem::size_of::<Value>()
+                + ALLOCATION
+                + items.iter().map(heap_bytes).sum::<usize>()
+        }),
+        Value::Map(entries) => crate::codec::deeper(|| {
+            entries.capacity() * std::mem::size_of::<(Value, Value)>()
+                + ALLOCATION
+                + entries
+                    .iter()
+                    .map(|(k, v)| heap_bytes(k) + heap_bytes(v))
+                    .sum::<usize>()
+        }),
+        _ => 0,
+    }
+}
 
 /// A key's value and expiry as a read found them in its shard file.
 #[derive(Debug)]
@@ -361,8 +387,11 @@ impl ValueCache {
         let Some(entries) = &self.entries else {
             return Arc::new(stored);
         };
-        let weight = key.len() + encoded_len * 2 + ENTRY_OVERHEAD;
-        if encoded_len > CACHEABLE_BYTES || weight as u64 > entries.capacity() / 16 {
+        if encoded_len > CACHEABLE_BYTES {
+            return Arc::new(stored);
+        }
+        let weight = key.len() + ALLOCATION + heap_bytes(&stored.value) + ENTRY_OVERHEAD;
+        if weight as u64 > entries.capacity() / 16 {
             return Arc::new(stored);
         }
         let stored = Arc::new(Stored {
@@ -432,6 +461,23 @@ impl ValueCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_weighs_what_its_value_holds_on_the_heap_not_its_encoding() {
+        let map = Value::Map(vec![
+            (Value::Str("name".into()), Value::Str("user-1".into())),
+            (
+                Value::Str("tags".into()),
+                Value::Array(vec![Value::Str("a".into())]),
+            ),
+        ]);
+        let encoded = crate::codec::encode(&map).unwrap().len();
+        assert!(
+            heap_bytes(&map) > 4 * encoded,
+            "{} vs {encoded}",
+            heap_bytes(&map)
+        );
+    }
 
     #[test]
     fn a_cache_of_size_zero_neither_serves_nor_fills() {
