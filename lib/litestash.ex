@@ -126,6 +126,26 @@ defmodule LiteStash do
       once (each holds an SQLite connection, so file descriptors, until it
       is done or halted). Past it, enumerating another raises
       `LiteStash.Error` with `reason: :too_many_streams`, at once. Default `64`.
+    * `:cache_size` - bytes of decoded values the store keeps in memory for
+      reads, counted with their keys and bookkeeping. Default `33_554_432`
+      (32 MiB); `0` turns the cache off. A `get`, `exists` or `ttl` that the
+      cache answers runs on the calling scheduler, without SQLite; any
+      other read goes to the shard file on a dirty IO scheduler and fills
+      the cache. Values over 4 KiB encoded are not cached. The cache never
+      serves a stale value: the store's own writes update it before they
+      return, an expired key is never served from it, and a commit by
+      another OS process to the same files is noticed (through SQLite's
+      WAL index) by every read that starts after that commit returned.
+    * `:page_cache_size` - bytes of SQLite page cache for the whole store,
+      shared out evenly over its connections (each shard's writer and up to
+      one pooled reader per dirty IO scheduler, at least 64 KiB each).
+      Default `67_108_864` (64 MiB). The files are also memory-mapped for
+      reads; those pages are the OS's page cache, not counted here.
+    * `:wal_limit` - bytes of write-ahead log per shard after which its
+      writer copies the log back into the file; past 6 times that it waits
+      briefly for readers and truncates the log. Default `8_240_000`
+      (2,000 pages). Lower it on small devices: 16 shards each keep up to
+      this much WAL.
     * `:replica` - `true` opens the data dir as one replica of a clustered
       store: its files get the contract's replica table (section 10), and
       only the cluster's log writes them (every other write answers
@@ -197,6 +217,9 @@ defmodule LiteStash do
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
           | {:max_streams, pos_integer()}
+          | {:cache_size, non_neg_integer()}
+          | {:page_cache_size, non_neg_integer()}
+          | {:wal_limit, pos_integer()}
           | {:replica, boolean()}
 
   @defaults [
@@ -209,6 +232,9 @@ defmodule LiteStash do
     inline_commits: 1,
     read_only: false,
     max_streams: 64,
+    cache_size: 32 * 1024 * 1024,
+    page_cache_size: 64 * 1024 * 1024,
+    wal_limit: 2000 * (4096 + 24),
     replica: false
   ]
 
@@ -238,9 +264,15 @@ defmodule LiteStash do
     memory? = opts[:data_dir] == :memory
     path = if memory?, do: "", else: Path.expand(opts[:data_dir])
 
-    # Every validated option but these two reaches the NIF, as a map.
+    # Every validated option but these two reaches the NIF, as a map, with
+    # the readers per shard: no more reads run at once than there are dirty
+    # IO schedulers.
     native_options =
-      opts |> Keyword.drop([:name, :data_dir]) |> Map.new() |> Map.put(:memory, memory?)
+      opts
+      |> Keyword.drop([:name, :data_dir])
+      |> Map.new()
+      |> Map.put(:memory, memory?)
+      |> Map.put(:readers_per_shard, min(:erlang.system_info(:dirty_io_schedulers), 16))
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -309,6 +341,9 @@ defmodule LiteStash do
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
     max_streams: "an integer from 1 to 65536",
+    cache_size: "a non-negative integer of bytes",
+    page_cache_size: "a non-negative integer of bytes",
+    wal_limit: "a positive integer of bytes",
     replica: "a boolean"
   }
 
@@ -344,6 +379,12 @@ defmodule LiteStash do
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
   defp valid_option?(:max_streams, n), do: is_integer(n) and n >= 1 and n <= 65_536
+  defp valid_option?(:cache_size, n), do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
+
+  defp valid_option?(:page_cache_size, n),
+    do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
+
+  defp valid_option?(:wal_limit, n), do: is_integer(n) and n > 0 and n < 281_474_976_710_656
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
@@ -830,8 +871,13 @@ defmodule LiteStash do
   end
 
   @doc """
-  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n, wal_bytes: n}]}`.
-  A damaged shard has `keys: {:error, %LiteStash.Error{}}`.
+  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n,
+  wal_bytes: n, value_cache_bytes: n, page_cache_bytes: n}]}`.
+  `value_cache_bytes` is what the value cache holds for the shard's keys
+  (bounded by `:cache_size` for all shards together), `page_cache_bytes`
+  the SQLite page cache its writer and idle readers use (bounded by
+  `:page_cache_size` together). A damaged shard has
+  `keys: {:error, %LiteStash.Error{}}`.
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(server \\ __MODULE__) do

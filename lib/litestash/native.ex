@@ -49,7 +49,8 @@ defmodule LiteStash.Native do
   def lookup(_server), do: err()
   def unregister(_store), do: err()
 
-  ## read.rs (dirty IO)
+  ## read.rs (get, exists, ttl: the value cache on the caller's scheduler,
+  ## else dirty IO; the others dirty IO)
 
   def get(_server, _key), do: err()
   def get_many(_server, _keys), do: err()

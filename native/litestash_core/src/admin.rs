@@ -3,6 +3,7 @@
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{SHARDS, SHARD_COUNT};
+use crate::locks::lock;
 use crate::shard::{self, sql, ShardFile};
 use crate::store::{Shard, Store};
 use rusqlite::Connection;
@@ -19,6 +20,32 @@ pub struct ShardInfo {
     pub file_bytes: u64,
     /// Size of its `-wal` file.
     pub wal_bytes: u64,
+    /// Bytes the value cache holds for this shard's keys.
+    pub value_cache_bytes: u64,
+    /// Bytes of SQLite page cache its writer and idle readers use (a
+    /// reader busy with a read at that moment is not counted).
+    pub page_cache_bytes: u64,
+}
+
+/// Bytes of page cache `conn` uses.
+fn page_cache_used(conn: &Connection) -> u64 {
+    let (mut current, mut highest) = (0, 0);
+    // SAFETY: the handle is open for the life of `conn`, borrowed here,
+    // and SQLite only writes the two ints.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            &mut current,
+            &mut highest,
+            0,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        u64::try_from(current).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// The size of `path`, 0 when it is missing.
@@ -47,9 +74,24 @@ impl Store {
                 keys,
                 file_bytes: size(&path),
                 wal_bytes: size(&shard::beside(&path, "-wal")),
+                value_cache_bytes: self.cache.shard_bytes(index),
+                page_cache_bytes: self.page_cache_bytes(index),
             });
         }
         Ok(out)
+    }
+
+    fn page_cache_bytes(&self, index: usize) -> u64 {
+        let Shard::Ready {
+            engine, readers, ..
+        } = &self.shards[index]
+        else {
+            return 0;
+        };
+        let writer = lock(engine)
+            .as_ref()
+            .map_or(0, |w| page_cache_used(w.connection()));
+        writer + lock(readers).iter().map(page_cache_used).sum::<u64>()
     }
 
     fn count_shard(&self, shard: usize) -> Result<u64> {

@@ -54,3 +54,12 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Runs `pause` on the writer after each commit, between its COMMIT
+    /// and the value cache's recording of it: the window in which another
+    /// process's commit must still be noticed. `None` removes it.
+    pub fn before_cache_recording_for_test(&self, pause: Option<crate::cache::Pause>) {
+        *lock(&self.cache.before_recording) = pause;
+    }
+}

@@ -113,7 +113,7 @@ impl ShardFile {
     fn tune(&self, conn: &Connection, options: &Options) -> Result<()> {
         conn.execute_batch(&sql::tuning(
             options.synchronous.pragma(),
-            options.cache_size_kib,
+            options.connection_cache_kib(),
             options.mmap_size,
         ))
         .map_err(|e| self.err(e))

@@ -11,6 +11,7 @@ mod replica;
 pub(crate) use replica::applied_index as replica_applied_index;
 mod upkeep;
 
+use crate::cache::{Touched, ValueCache};
 use crate::clock::Now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
@@ -112,6 +113,7 @@ pub(crate) fn spawn(
     hook: HookSlot,
     pending: Pending,
     replica: bool,
+    cache: Arc<ValueCache>,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
@@ -122,8 +124,13 @@ pub(crate) fn spawn(
     });
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
+    let wrote = Arc::new(AtomicBool::new(false));
+    let hook_wrote = Arc::clone(&wrote);
+    // SQLite calls it after each commit that wrote WAL frames, i.e. each
+    // commit that moved the WAL index's change counter (see cache.rs).
     conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
         hook_pages.store(pages, Ordering::Relaxed);
+        hook_wrote.store(true, Ordering::Relaxed);
         Ok(())
     }))
     .map_err(|e| file.err(e))?;
@@ -131,6 +138,9 @@ pub(crate) fn spawn(
         file,
         conn,
         wal_pages,
+        wrote,
+        cache,
+        touched: Touched::default(),
         max_batch: options.max_batch.max(1),
         max_batch_bytes: options.max_batch_bytes.max(1),
         checkpoint_pages: options.checkpoint_pages,
@@ -242,6 +252,11 @@ pub(crate) struct Writer {
     conn: Connection,
     /// Frames in the WAL after the last commit, as the WAL hook reported.
     wal_pages: Arc<AtomicI32>,
+    /// The WAL hook ran: the last commit wrote frames.
+    wrote: Arc<AtomicBool>,
+    cache: Arc<ValueCache>,
+    /// What the open transaction's writes touched, for the cache.
+    pub(super) touched: Touched,
     max_batch: usize,
     max_batch_bytes: usize,
     checkpoint_pages: i32,
@@ -268,6 +283,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The writer's connection, for figures.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The clock of the write being applied.
     fn now(&self) -> Now {
         self.replay_clock.unwrap_or_else(Now::wall)
@@ -419,13 +439,27 @@ impl Writer {
     }
 
     /// Runs `f` in `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
+    /// After a commit, before anyone hears of it, the value cache drops
+    /// what the transaction touched and records the change counter the
+    /// commit made: the one read under the write lock at `BEGIN`, plus one
+    /// if the commit wrote to the WAL.
     fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
         self.exec(sql::BEGIN_WRITE)?;
-        let result = f(self).and_then(|value| self.exec(sql::COMMIT).map(|()| value));
+        let begun = self.cache.begin(self.file.index);
+        self.touched = Touched::default();
+        let result = f(self).and_then(|value| {
+            self.wrote.store(false, Ordering::Relaxed);
+            self.exec(sql::COMMIT).map(|()| value)
+        });
         if result.is_err() && !self.conn.is_autocommit() {
             let _ = self.exec(sql::ROLLBACK);
+        }
+        if result.is_ok() {
+            let wrote = self.wrote.load(Ordering::Relaxed);
+            self.cache
+                .committed(self.file.index, begun, wrote, &self.touched);
         }
         result
     }
