@@ -385,10 +385,7 @@ impl Store {
     }
 
     fn queue(&self, queue: &Queue, op: Op, reply: Reply) -> Result<()> {
-        let job = Job {
-            op,
-            reply: reply.queued(),
-        };
+        let job = Job::new(op, reply.queued());
         if queue.send(job) {
             Ok(())
         } else {

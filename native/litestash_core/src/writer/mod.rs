@@ -27,6 +27,20 @@ use std::time::{Duration, Instant};
 pub(crate) struct Job {
     pub op: Op,
     pub reply: Reply,
+    /// When it was queued: a job queued before a wait for the file's lock
+    /// that timed out has had its busy timeout, and is not made to wait
+    /// another one (see [`Writer::last_busy`]).
+    queued_at: Instant,
+}
+
+impl Job {
+    pub(crate) fn new(op: Op, reply: Reply) -> Job {
+        Job {
+            op,
+            reply,
+            queued_at: Instant::now(),
+        }
+    }
 }
 
 enum Message {
@@ -138,6 +152,7 @@ pub(crate) fn spawn(
         next_sweep: Instant::now() + options.sweep_interval,
         next_truncate: Instant::now(),
         busy_timeout: options.busy_timeout,
+        last_busy: None,
         compacting: Vec::new(),
         hook,
         #[cfg(feature = "test-hooks")]
@@ -247,6 +262,12 @@ pub(crate) struct Writer {
     next_truncate: Instant,
     /// The connection's busy timeout, restored after a checkpoint.
     busy_timeout: Duration,
+    /// When the last transaction that timed out waiting for the file's
+    /// lock (another process held it) began, and its error; `None` once a
+    /// transaction gets the lock. Jobs queued before that moment have
+    /// waited a full busy timeout already: they get the error at once, so
+    /// that waits do not add up batch after batch.
+    last_busy: Option<(Instant, Error)>,
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
@@ -281,6 +302,7 @@ impl Writer {
     fn commit_one(&mut self, op: &Op) -> Result<Outcome> {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| self.transaction(|w| w.apply(op))))
+            .inspect(|result| self.note_lock(started, result))
             .unwrap_or_else(|_| {
                 self.abandon_transaction();
                 Err(Error::new(
@@ -350,12 +372,16 @@ impl Writer {
                 i += 1;
             }
         }
+        let mut answers = self.answer_timed_out(&mut batch);
         if batch.is_empty() {
-            return Vec::new();
+            return answers;
         }
+        let started = Instant::now();
         if batch.len() == 1 {
-            let results = vec![self.transaction(|w| w.apply(&batch[0].op))];
-            return pair(batch, results);
+            let result = self.transaction(|w| w.apply(&batch[0].op));
+            self.note_lock(started, &result);
+            answers.extend(pair(batch, vec![result]));
+            return answers;
         }
         let together = self.transaction(|w| {
             batch
@@ -363,18 +389,57 @@ impl Writer {
                 .map(|job| w.apply_isolated(&job.op))
                 .collect::<Result<Vec<_>>>()
         });
-        match together {
-            Ok(results) => pair(batch, results),
-            // The transaction as a whole failed (the disk filled at commit,
-            // a lock timed out): commit each write on its own so that only
-            // the writes that fail again get an error.
+        self.note_lock(started, &together);
+        let results = match together {
+            Ok(results) => results,
+            // The file's lock was not had within the busy timeout: every
+            // write of the batch has waited it, and gets the answer now.
+            Err(e) if e.kind() == ErrorKind::Busy => batch.iter().map(|_| Err(e.clone())).collect(),
+            // The transaction as a whole failed for a reason that may be
+            // one write's (the disk filled at commit): commit each write on
+            // its own so that only the writes that fail again get an error,
+            // and stop trying as soon as the lock is lost.
             Err(_) => {
-                let results = batch
-                    .iter()
-                    .map(|job| self.transaction(|w| w.apply(&job.op)))
-                    .collect();
-                pair(batch, results)
+                let mut results = Vec::with_capacity(batch.len());
+                for job in &batch {
+                    let result = match &self.last_busy {
+                        Some((_, e)) => Err(e.clone()),
+                        None => {
+                            let started = Instant::now();
+                            let result = self.transaction(|w| w.apply(&job.op));
+                            self.note_lock(started, &result);
+                            result
+                        }
+                    };
+                    results.push(result);
+                }
+                results
             }
+        };
+        answers.extend(pair(batch, results));
+        answers
+    }
+
+    /// Takes out of `batch` the jobs queued before the last transaction
+    /// that timed out on the lock began: their answers, that error.
+    fn answer_timed_out(&self, batch: &mut Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
+        let Some((since, error)) = &self.last_busy else {
+            return Vec::new();
+        };
+        let (stale, fresh): (Vec<Job>, Vec<Job>) =
+            batch.drain(..).partition(|job| job.queued_at <= *since);
+        *batch = fresh;
+        stale
+            .into_iter()
+            .map(|job| (job.reply, Err(error.clone())))
+            .collect()
+    }
+
+    /// Records whether a transaction begun at `started` had the lock.
+    fn note_lock<T>(&mut self, started: Instant, result: &Result<T>) {
+        match result {
+            Err(e) if e.kind() == ErrorKind::Busy => self.last_busy = Some((started, e.clone())),
+            _ => self.last_busy = None,
         }
     }
 
