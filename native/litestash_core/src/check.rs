@@ -80,6 +80,16 @@ fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
         report.problems.push("the shard file is missing".into());
         return report;
     }
+    let wal = shard::beside(path, "-wal");
+    if size(&wal) > 0 && !shard::beside(path, "-shm").exists() {
+        // Reading a WAL needs its index: SQLite would create the -shm.
+        report.problems.push(format!(
+            "{} is there without its -shm: not read, as reading it would create the -shm \
+             (opening the store recovers it)",
+            wal.display()
+        ));
+        return report;
+    }
     if let Err(e) = check_file(index, path, depth, &mut report) {
         report.problems.push(e.to_string());
     }
@@ -92,9 +102,15 @@ fn check_file(
     depth: Depth,
     report: &mut ShardReport,
 ) -> rusqlite::Result<()> {
+    // Read-only, and so is the WAL index: a read-write connection, the
+    // last to close, checkpoints a WAL left behind into the file and
+    // deletes the -wal and -shm, and any reader writes its read marks into
+    // the -shm. This one changes no byte of any of them.
     let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        read_only_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // A store in another process may be writing: wait for its locks.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -181,4 +197,19 @@ fn check_file(
         }
     }
     Ok(())
+}
+
+/// `path` as an SQLite URI that opens it, its WAL and its WAL index
+/// read-only (`readonly_shm`: readers then take the WAL's contents from
+/// the WAL file itself).
+fn read_only_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=ro&readonly_shm=1");
+    uri
 }

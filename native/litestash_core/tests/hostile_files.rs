@@ -307,3 +307,75 @@ fn a_shard_with_garbage_over_its_pages_is_corrupt_on_first_touch() {
     assert_only_shard_is_corrupt(&store, broken);
     store.close();
 }
+
+/// Every file under `dir` with its bytes, `-shm` included.
+fn every_byte(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn inspecting_a_dir_left_with_a_wal_changes_no_byte_of_any_file() {
+    let live = tempfile::tempdir().unwrap();
+    let options = litestash_core::Options {
+        checkpoint_pages: i32::MAX,
+        truncate_pages: i32::MAX,
+        ..common::roomy()
+    };
+    let store = Store::open(live.path(), options).unwrap();
+    let value = Value::Bin(vec![7; 8 * 1024]);
+    for i in 0..400 {
+        store.set(format!("k{i}").as_bytes(), &value).unwrap();
+    }
+    // A copy of the files while the store runs: what a killed process
+    // leaves, each .db with its -wal and -shm.
+    let left = tempfile::tempdir().unwrap();
+    common::copy_dir(live.path(), left.path());
+    store.close();
+    let wal = common::shard_path(left.path(), 0).with_extension("db-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "no WAL was left"
+    );
+
+    let before = every_byte(left.path());
+    let depth = litestash_core::Depth {
+        integrity: true,
+        sample: 100,
+    };
+    let reports = litestash_core::inspect_dir(left.path(), depth).unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.rows).sum::<u64>(), 400);
+    let after = every_byte(left.path());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{} changed", path.display());
+    }
+
+    // Without its -shm (copied off a crash image, say) a WAL cannot be read
+    // without creating one: reported, and nothing is created.
+    for path in before
+        .keys()
+        .filter(|p| p.to_string_lossy().ends_with("-shm"))
+    {
+        std::fs::remove_file(path).unwrap();
+    }
+    let before = every_byte(left.path());
+    let reports = litestash_core::inspect_dir(left.path(), depth).unwrap();
+    assert!(
+        reports[0].problems[0].contains("without its -shm"),
+        "{reports:?}"
+    );
+    assert!(every_byte(left.path()) == before, "files changed");
+}
