@@ -379,3 +379,27 @@ fn inspecting_a_dir_left_with_a_wal_changes_no_byte_of_any_file() {
     );
     assert!(every_byte(left.path()) == before, "files changed");
 }
+
+#[test]
+fn a_read_only_shard_file_is_refused_at_open_naming_it_even_for_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    Store::open(tmp.path(), Options::default()).unwrap().close();
+    let file = shard_path(tmp.path(), 3);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = snapshot(tmp.path());
+
+    let err = Store::open(tmp.path(), Options::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+    assert!(err.message().contains(&file.display().to_string()), "{err}");
+    assert_eq!(changes(&before, &snapshot(tmp.path())), "");
+
+    // Its -wal read-only (left by such a run) is named too.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let wal = file.with_extension("db-wal");
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let err = Store::open(tmp.path(), Options::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+    assert!(err.message().contains(&wal.display().to_string()), "{err}");
+}
