@@ -81,7 +81,11 @@ fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
         return report;
     }
     let wal = shard::beside(path, "-wal");
-    if size(&wal) > 0 && !shard::beside(path, "-shm").exists() {
+    let access = if shard::beside(path, "-shm").exists() {
+        Access::ReadOnlyIndex
+    } else if size(&wal) == 0 {
+        Access::Immutable
+    } else {
         // Reading a WAL needs its index: SQLite would create the -shm.
         report.problems.push(format!(
             "{} is there without its -shm: not read, as reading it would create the -shm \
@@ -89,16 +93,28 @@ fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
             wal.display()
         ));
         return report;
-    }
-    if let Err(e) = check_file(index, path, depth, &mut report) {
+    };
+    if let Err(e) = check_file(index, path, access, depth, &mut report) {
         report.problems.push(e.to_string());
     }
     report
 }
 
+/// How a shard file is opened without writing to it or beside it.
+#[derive(Clone, Copy)]
+enum Access {
+    /// It has a WAL index (-shm): read it and the WAL without writing
+    /// either, as a reader among a live store's connections.
+    ReadOnlyIndex,
+    /// Closed cleanly (no -shm, no WAL frames): read the file alone. A
+    /// plain read-only connection would create the -wal and -shm.
+    Immutable,
+}
+
 fn check_file(
     index: usize,
     path: &Path,
+    access: Access,
     depth: Depth,
     report: &mut ShardReport,
 ) -> rusqlite::Result<()> {
@@ -107,7 +123,7 @@ fn check_file(
     // deletes the -wal and -shm, and any reader writes its read marks into
     // the -shm. This one changes no byte of any of them.
     let conn = Connection::open_with_flags(
-        read_only_uri(path),
+        read_only_uri(path, access),
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -128,7 +144,11 @@ fn check_file(
             "user_version is {version}, expected {CONTRACT_VERSION}"
         ));
     }
-    let mode: String = conn.query_row(sql::JOURNAL_MODE, [], |r| r.get(0))?;
+    let mode: String = match access {
+        Access::ReadOnlyIndex => conn.query_row(sql::JOURNAL_MODE, [], |r| r.get(0))?,
+        // An immutable connection reports "delete": the header says.
+        Access::Immutable => header_journal_mode(path),
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         problems.push(format!("journal_mode is {mode}, expected wal"));
     }
@@ -199,10 +219,10 @@ fn check_file(
     Ok(())
 }
 
-/// `path` as an SQLite URI that opens it, its WAL and its WAL index
-/// read-only (`readonly_shm`: readers then take the WAL's contents from
-/// the WAL file itself).
-fn read_only_uri(path: &Path) -> String {
+/// `path` as an SQLite URI that opens it read-only: with its WAL and WAL
+/// index read-only too (`readonly_shm`: the reader then takes the WAL's
+/// contents from the WAL file itself), or as an immutable file.
+fn read_only_uri(path: &Path, access: Access) -> String {
     let mut uri = String::from("file:");
     for c in path.to_string_lossy().chars() {
         match c {
@@ -210,6 +230,22 @@ fn read_only_uri(path: &Path) -> String {
             c => uri.push(c),
         }
     }
-    uri.push_str("?mode=ro&readonly_shm=1");
+    uri.push_str(match access {
+        Access::ReadOnlyIndex => "?mode=ro&readonly_shm=1",
+        Access::Immutable => "?mode=ro&immutable=1",
+    });
     uri
+}
+
+/// The journal mode a file's header records: bytes 18 and 19 (the write
+/// and read format versions) are 2 in a WAL file.
+fn header_journal_mode(path: &Path) -> String {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
+    match (read, header[18], header[19]) {
+        (Ok(()), 2, 2) => "wal".into(),
+        (Ok(()), ..) => "delete".into(),
+        (Err(e), ..) => format!("unreadable ({e})"),
+    }
 }

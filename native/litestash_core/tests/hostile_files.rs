@@ -378,6 +378,14 @@ fn inspecting_a_dir_left_with_a_wal_changes_no_byte_of_any_file() {
         "{reports:?}"
     );
     assert!(every_byte(left.path()) == before, "files changed");
+
+    // A dir closed cleanly (no -wal, no -shm) is read, and none is created.
+    let before = every_byte(live.path());
+    assert!(!before.keys().any(|p| p.to_string_lossy().ends_with("-wal")));
+    let reports = litestash_core::inspect_dir(live.path(), depth).unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.rows).sum::<u64>(), 400);
+    assert!(every_byte(live.path()) == before, "files changed");
 }
 
 #[test]
