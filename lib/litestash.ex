@@ -267,7 +267,8 @@ defmodule LiteStash do
 
     * `:ttl` - milliseconds until the key expires (a positive integer). From
       then on it is invisible to every read, and a sweep deletes it. Without
-      `:ttl`, any earlier expiry of the key is cleared.
+      `:ttl`, any earlier expiry of the key is cleared (see "Expiry" under
+      `expire/3` for the rule every write follows).
 
   Returns `:ok` once the write is committed, or `{:error, %LiteStash.Error{}}`:
   `:invalid_key`, `:unsupported_value`, `:value_too_large`, `:too_deep`
@@ -296,12 +297,18 @@ defmodule LiteStash do
 
   defp do_set(server, key, value, opts) do
     key = key!(key)
-    ttl = ttl_option!(opts)
+    ttl = ttl_option!(opts, :set)
 
     Call.write(server, :set, &Native.set(&1, &2, key, value, ttl))
   end
 
-  defp ttl_option!(opts) do
+  # The only option of the writes that replace a value.
+  defp ttl_option!(opts, function) do
+    unless is_list(opts) do
+      raise ArgumentError,
+            "LiteStash.#{function} takes its options as a keyword list, got: #{inspect(opts)}"
+    end
+
     Enum.reduce(opts, nil, fn
       {:ttl, ms}, _ when is_integer(ms) and ms > 0 ->
         ms
@@ -311,7 +318,8 @@ defmodule LiteStash do
               "invalid value for option :ttl: expected a positive integer of milliseconds, got: #{inspect(ms)}"
 
       other, _ ->
-        raise ArgumentError, "unknown option #{inspect(other)} for LiteStash.set; known: :ttl"
+        raise ArgumentError,
+              "unknown option #{inspect(other)} for LiteStash.#{function}; known: :ttl"
     end)
   end
 
@@ -327,7 +335,8 @@ defmodule LiteStash do
   pair refuses the whole call. The keys of one shard file are committed
   atomically together; keys on different shard files are committed
   independently (see the data contract, section 7). Returns `:ok` when all
-  are committed, or the first error.
+  are committed, or the first error. Like `set/4` without `:ttl`, it clears
+  any expiry of the keys it writes.
   """
   @spec mset(server(), %{key() => value()} | [{key(), value()}]) :: :ok | {:error, Error.t()}
   def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
@@ -524,6 +533,15 @@ defmodule LiteStash do
   @doc """
   Makes `key` expire `ms` milliseconds from now. Returns `:ok`, or
   `{:error, %LiteStash.Error{reason: :not_found}}` when the key is not stored.
+
+  ## Expiry
+
+  One rule for every write: a write that stores a value (`set/4`, `mset/2`,
+  `put_new/4`, `compare_and_set/5`) sets the key's expiry to its own `:ttl`
+  option, and clears it when none is given, so the key has exactly the
+  lifetime the last writer asked for. `incr/3` is the one exception, as in
+  Redis: it keeps the key's expiry (a counter created by `incr` has none).
+  `expire/3` and `persist/2` change only the expiry; `delete/2` removes both.
   """
   @spec expire(server(), key(), pos_integer()) :: :ok | {:error, Error.t()}
   def expire(server \\ __MODULE__, key, ms) do
@@ -600,28 +618,97 @@ defmodule LiteStash do
   @doc """
   Stores `value` under `key` only if the key is absent (or expired).
   Returns `:ok`, or `{:error, %LiteStash.Error{reason: :exists}}`.
-  """
-  @spec put_new(server(), key(), value()) :: :ok | {:error, Error.t()}
-  def put_new(server \\ __MODULE__, key, value) do
-    key = key!(key)
 
-    Call.write(server, :put_new, &Native.put_new(&1, &2, key, value))
+  Call it as `put_new(key, value)`, `put_new(key, value, opts)`,
+  `put_new(server, key, value)` or `put_new(server, key, value, opts)`.
+
+  ## Options
+
+    * `:ttl` - milliseconds until the key expires, as for `set/4`; without
+      it the key never expires. With it, an expiring lock is one atomic call:
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_put_new)
+      iex> LiteStash.put_new(:doc_put_new, "lock:job-7", "owner-a", ttl: 30_000)
+      :ok
+      iex> {:error, %LiteStash.Error{reason: :exists}} = LiteStash.put_new(:doc_put_new, "lock:job-7", "owner-b")
+      iex> LiteStash.stop(:doc_put_new)
+      :ok
+  """
+  @spec put_new(server() | key(), key() | value(), value() | keyword(), keyword()) ::
+          :ok | {:error, Error.t()}
+  def put_new(server_or_key, key_or_value, value_or_opts \\ [], opts \\ [])
+
+  def put_new(key, value, opts, []) when is_binary(key) and is_list(opts),
+    do: do_put_new(__MODULE__, key, value, opts)
+
+  def put_new(server, key, value, opts), do: do_put_new(server, key, value, opts)
+
+  defp do_put_new(server, key, value, opts) do
+    key = key!(key)
+    ttl = ttl_option!(opts, :put_new)
+
+    Call.write(server, :put_new, &Native.put_new(&1, &2, key, value, ttl))
   end
 
   @doc """
   Stores `new` under `key` only if the stored value equals `expected`, in one
-  transaction of the key's shard writer. Values are compared by their
-  canonical MessagePack encoding: map order does not matter, types do (`1`
-  and `1.0` differ, atoms compare as their strings). An `expected` of `nil`
+  transaction of the key's shard writer. Values are compared as the terms
+  `get/2` returns: map order does not matter, types do (`1` and `1.0`
+  differ, atoms compare as their strings), and `expected` equal to what
+  `get/2` returned always matches, whatever wrote the value (a NaN read as
+  `:nan`, a MessagePack bin read as a string). An `expected` of `nil`
   matches an absent key as well as a stored `nil`.
 
   Returns `:ok`, or `{:error, %LiteStash.Error{reason: :mismatch}}`.
-  """
-  @spec compare_and_set(server(), key(), value(), value()) :: :ok | {:error, Error.t()}
-  def compare_and_set(server \\ __MODULE__, key, expected, new) do
-    key = key!(key)
 
-    Call.write(server, :compare_and_set, &Native.compare_and_set(&1, &2, key, expected, new))
+  Call it as `compare_and_set(key, expected, new)`, with `opts` after `new`,
+  and with `server` first.
+
+  ## Options
+
+    * `:ttl` - milliseconds until the key expires, as for `set/4`. Without
+      it any expiry of the key is cleared, as `set/4` does.
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_cas)
+      iex> LiteStash.put_new(:doc_cas, "lock", "owner-a", ttl: 30_000)
+      :ok
+      iex> LiteStash.compare_and_set(:doc_cas, "lock", "owner-a", "owner-b", ttl: 30_000)
+      :ok
+      iex> {:error, %LiteStash.Error{reason: :mismatch}} = LiteStash.compare_and_set(:doc_cas, "lock", "owner-a", "x")
+      iex> LiteStash.stop(:doc_cas)
+      :ok
+  """
+  @spec compare_and_set(
+          server() | key(),
+          key() | value(),
+          value(),
+          value() | keyword(),
+          keyword()
+        ) :: :ok | {:error, Error.t()}
+  def compare_and_set(
+        server_or_key,
+        key_or_expected,
+        expected_or_new,
+        new_or_opts \\ [],
+        opts \\ []
+      )
+
+  def compare_and_set(key, expected, new, opts, [])
+      when is_binary(key) and is_list(opts),
+      do: do_compare_and_set(__MODULE__, key, expected, new, opts)
+
+  def compare_and_set(server, key, expected, new, opts),
+    do: do_compare_and_set(server, key, expected, new, opts)
+
+  defp do_compare_and_set(server, key, expected, new, opts) do
+    key = key!(key)
+    ttl = ttl_option!(opts, :compare_and_set)
+
+    Call.write(
+      server,
+      :compare_and_set,
+      &Native.compare_and_set(&1, &2, key, expected, new, ttl)
+    )
   end
 
   ## Backup and maintenance

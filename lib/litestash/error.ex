@@ -28,8 +28,8 @@ defmodule LiteStash.Error do
       destination that is not empty, a shard index out of range)
     * `:not_an_integer` - `incr/3` on a value that is not an integer, or a
       sum outside -2^63..2^63-1
-    * `:exists` - `put_new/3` on a key that is stored
-    * `:mismatch` - `compare_and_set/4` found another value
+    * `:exists` - `put_new/4` on a key that is stored
+    * `:mismatch` - `compare_and_set/5` found another value
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 

@@ -36,7 +36,11 @@ fn a_write_refused_before_it_is_queued_is_answered_only_by_its_err() {
             counted(&answers),
         ),
         submit(&store, Request::delete(&[0xff]), counted(&answers)),
-        submit(&store, Request::put_new(b"k", &deep), counted(&answers)),
+        submit(
+            &store,
+            Request::put_new(b"k", &deep, None),
+            counted(&answers),
+        ),
     ];
     let kinds: Vec<ErrorKind> = refused
         .iter()
