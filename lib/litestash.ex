@@ -719,6 +719,13 @@ defmodule LiteStash do
   copied in one snapshot (SQLite's `VACUUM INTO`); shards are copied one
   after another, so a write that spans shards may be in one copy and not
   another. The copy opens as a LiteStash data dir.
+
+  A backup is complete or not there: it is built in a hidden dir beside
+  `dest_dir` (`.NAME.litestash-backup-PID`, marked with a
+  `LITESTASH_BACKUP_INCOMPLETE` file) and renamed to `dest_dir` once every
+  shard is copied. A backup interrupted by a crash leaves only that hidden
+  dir, which `start_link/1` and `mix litestash.check` refuse with
+  `reason: :incomplete_backup`; delete it.
   """
   @spec backup(server(), Path.t()) :: :ok | {:error, Error.t()}
   def backup(server \\ __MODULE__, dest_dir) when is_binary(dest_dir) do

@@ -24,6 +24,8 @@ defmodule LiteStash.Error do
     * `:not_litestash` - an SQLite file that is not a LiteStash shard
     * `:newer_version` - a file from a newer contract version
     * `:legacy_format` - a data dir of the Python litestash 0.1 package
+    * `:incomplete_backup` - a dir where a backup was being made and did not
+      finish (it holds `LITESTASH_BACKUP_INCOMPLETE`): not opened
     * `:invalid_argument` - an argument the store cannot use (a backup
       destination that is not empty, a shard index out of range)
     * `:not_an_integer` - `incr/3` on a value that is not an integer, or a
@@ -53,6 +55,7 @@ defmodule LiteStash.Error do
           | :not_litestash
           | :newer_version
           | :legacy_format
+          | :incomplete_backup
           | :invalid_argument
           | :not_an_integer
           | :exists

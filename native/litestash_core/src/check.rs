@@ -41,7 +41,8 @@ pub struct ShardReport {
 /// Inspects the 16 shard files of `dir`.
 ///
 /// # Errors
-/// [`ErrorKind::NotADirectory`] when `dir` is not a directory and
+/// [`ErrorKind::NotADirectory`] when `dir` is not a directory,
+/// [`ErrorKind::IncompleteBackup`] for an interrupted backup, and
 /// [`ErrorKind::NotLitestash`] when it holds none of the shard files;
 /// problems of single files are in their reports.
 pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
@@ -51,6 +52,7 @@ pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
             format!("{}: not a directory", dir.display()),
         ));
     }
+    crate::admin::refuse_incomplete_backup(dir)?;
     let paths: Vec<PathBuf> = (0..SHARD_COUNT).map(|i| shard::path(dir, i)).collect();
     if !paths.iter().any(|p| p.is_file()) {
         return Err(Error::new(

@@ -119,6 +119,7 @@ impl Store {
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(&e, &dir.display().to_string()))?;
+        crate::admin::refuse_incomplete_backup(&dir)?;
         // Every shard is checked before any is created or written, so that
         // a data dir LiteStash refuses is left exactly as it was.
         for index in 0..SHARD_COUNT {

@@ -53,3 +53,25 @@ impl Store {
         }
     }
 }
+
+/// The data dir whose next backup "crashes" (panics, leaving its files as
+/// a killed process would) before copying shard `index`.
+static BACKUP_CRASH: std::sync::Mutex<Option<(std::path::PathBuf, usize)>> =
+    std::sync::Mutex::new(None);
+
+impl Store {
+    /// The next backup of this store panics before copying shard `index`,
+    /// as if the process were killed there: no clean-up runs.
+    pub fn crash_next_backup_for_test(&self, index: usize) {
+        *lock(&BACKUP_CRASH) = Some((self.dir.clone(), index));
+    }
+}
+
+pub(crate) fn crash_backup_if_due(dir: &std::path::Path, index: usize) {
+    let mut due = lock(&BACKUP_CRASH);
+    if due.as_ref().is_some_and(|(d, i)| d == dir && *i == index) {
+        *due = None;
+        drop(due);
+        panic!("a crash injected by a test, in the middle of a backup");
+    }
+}

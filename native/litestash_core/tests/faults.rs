@@ -206,3 +206,51 @@ fn a_panic_inside_a_write_fails_that_write_and_leaves_no_transaction_open() {
     }
     store.close();
 }
+
+#[test]
+fn an_interrupted_backup_leaves_no_dir_that_opens_as_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("data"), roomy()).unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        store.set(key.as_bytes(), &Value::Str(key.clone())).unwrap();
+    }
+    let backups = tmp.path().join("backups");
+    let dest = backups.join("nightly");
+
+    // Killed after 5 of the 16 shards: a panic, so that no clean-up runs.
+    store.crash_next_backup_for_test(5);
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.backup(&dest)));
+    assert!(crashed.is_err());
+    assert!(!dest.exists());
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let depth = litestash_core::Depth {
+        integrity: false,
+        sample: 1,
+    };
+    for dir in &left {
+        let err = Store::open(dir, Options::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
+        let err = litestash_core::inspect_dir(dir, depth).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
+    }
+
+    // The next backup to the same place completes, and replaces the remains.
+    std::fs::create_dir(&dest).unwrap();
+    store.backup(&dest).unwrap();
+    assert!(!left[0].exists());
+    assert!(!dest.join(litestash_core::BACKUP_INCOMPLETE).exists());
+    store.close();
+    let copy = Store::open(&dest, Options::default()).unwrap();
+    for key in &keys {
+        assert_eq!(
+            copy.get(key.as_bytes()).unwrap(),
+            Some(Value::Str(key.clone()))
+        );
+    }
+    copy.close();
+}
