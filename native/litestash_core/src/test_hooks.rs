@@ -35,6 +35,15 @@ impl Store {
         });
     }
 
+    /// Messages queued to shard `shard`'s writer (jobs and wake-ups) right
+    /// now; 0 for a broken shard.
+    pub fn writer_backlog_for_test(&self, shard: usize) -> usize {
+        match &self.shards[shard] {
+            Shard::Ready { queue, .. } => queue.backlog(),
+            Shard::Broken(_) => 0,
+        }
+    }
+
     /// The next write applied on `key`'s shard panics inside its
     /// transaction, as a bug would.
     ///

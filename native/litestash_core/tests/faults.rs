@@ -254,3 +254,40 @@ fn an_interrupted_backup_leaves_no_dir_that_opens_as_a_store() {
     }
     copy.close();
 }
+
+#[test]
+fn reads_of_an_expired_key_queue_nothing_while_its_writer_is_stalled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        busy_timeout: std::time::Duration::from_millis(200),
+        ..roomy()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let keys = keys_on_shard(0, 2);
+    store
+        .write(Request::set(keys[0].as_bytes(), &Value::Int(1), Some(1)).unwrap())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Another process holds the shard's lock: its writer can delete nothing.
+    let holder = rusqlite::Connection::open(common::shard_path(tmp.path(), 0)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let mut most = 0;
+    for i in 0..50_000 {
+        assert_eq!(store.get(keys[0].as_bytes()).unwrap(), None);
+        if i % 1000 == 0 {
+            most = most.max(store.writer_backlog_for_test(0));
+        }
+    }
+    // At most the one wake-up a read sends, never a job per read.
+    most = most.max(store.writer_backlog_for_test(0));
+    assert!(most <= 1, "{most} messages queued to the stalled writer");
+
+    holder.execute_batch("ROLLBACK").unwrap();
+    let started = std::time::Instant::now();
+    store.set(keys[1].as_bytes(), &Value::Int(2)).unwrap();
+    // No backlog to work through first (generous: a loaded machine).
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(store.writer_backlog_for_test(0), 0);
+    store.close();
+}

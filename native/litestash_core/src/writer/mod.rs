@@ -87,6 +87,12 @@ impl Queue {
         }
     }
 
+    /// Messages in the channel now (a test's view of the backlog).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn backlog(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Tells the writer to commit what is queued, then stop.
     pub(crate) fn shutdown(&self) {
         let _ = self.tx.send(Message::Shutdown);
