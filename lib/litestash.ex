@@ -46,17 +46,24 @@ defmodule LiteStash do
       {:ok, _per_shard} = LiteStash.info()
       :ok = LiteStash.compact()
   Several stores can run at once under different names and data dirs; every
-  data function takes the store's name as an optional first argument:
+  data function takes the store's name or pid as an optional first argument.
+  A name is any GenServer name, and `name: nil` starts an anonymous store:
 
       {:ok, _} = LiteStash.start_link(name: :sessions, data_dir: "/var/lib/app/sessions")
       :ok = LiteStash.set(:sessions, "abc", %{"user" => 1})
+
+      {:ok, pid} = LiteStash.start_link(name: nil, data_dir: "/var/lib/app/scratch")
+      :ok = LiteStash.set(pid, "abc", 1)
 
   ## Options
 
     * `:data_dir` - the directory of the 16 shard files, created when
       missing. Default `"./data"`.
-    * `:name` - the atom the store is registered and called under.
-      Default `LiteStash`.
+    * `:name` - the name the store is registered and called under: an
+      atom, `{:global, term}` or `{:via, module, term}` (any GenServer
+      name), or `nil` for an anonymous store called by the pid that
+      `start_link/1` returns. Every function takes the pid as well as the
+      name. Default `LiteStash`.
     * `:synchronous` - `:normal` (default): a committed write survives a
       crash of the VM or the OS process; a power loss or OS crash may roll
       back the last commits, never corrupt the files. `:full`: each commit is
@@ -82,6 +89,12 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:replica` - `true` opens the data dir as one replica of a clustered
+      store: its files get the contract's replica table (section 10), and
+      only the cluster's log writes them (every other write answers
+      `:replicated`). Set by `LiteStash.Cluster`; not for direct use.
+      Default `false`. A store opened without it reads a replica's files and
+      refuses to write them.
 
   An unknown option or a bad value raises `ArgumentError`.
 
@@ -97,6 +110,14 @@ defmodule LiteStash do
   | other atom, e.g. `:name`       | str                     | `"name"`               |
   | list                           | array                   | list                   |
   | map                            | map                     | map (atom keys as strings) |
+  | `Date`, `Time`, `NaiveDateTime`, `DateTime` | str (ISO 8601) | `"2024-01-31"`, `"12:30:00"`, `"2024-01-31T12:30:00"`, `"2024-01-31T12:30:00Z"` |
+  | `MapSet`                       | array                   | list of its members    |
+  | other struct implementing `LiteStash.Encoder` | what its `encode/1` returns | that value |
+
+  A struct is not stored as a map: it is refused with
+  `reason: :unsupported_value` naming it, unless its module implements (or
+  derives) `LiteStash.Encoder`, which turns it into one of the values above.
+  What reads back is that value, never the struct.
 
   Refused with `reason: :unsupported_value`, writing nothing: tuples, pids,
   references, functions, ports, improper lists, bitstrings that are not
@@ -107,10 +128,15 @@ defmodule LiteStash do
   another language reads as `:nan`, `:infinity` or `:neg_infinity`.
   """
 
-  alias LiteStash.{Call, Error, Native}
+  alias LiteStash.{Args, Call, Error, Native}
 
-  @typedoc "A store's registered name (or its owner's pid)."
-  @type server :: atom() | pid()
+  @typedoc """
+  A running store: its name (an atom, `{:global, term}` or
+  `{:via, module, term}`, as given to `start_link/1`) or its pid.
+  """
+  @type server :: atom() | {:global, term()} | {:via, module(), term()} | pid()
+  @typedoc "A store's name in `start_link/1`: as `t:server/0`, or nil for none."
+  @type name :: atom() | {:global, term()} | {:via, module(), term()} | nil
   @typedoc "A key: a UTF-8 binary of 1 to 1024 bytes."
   @type key :: String.t()
   @typedoc "A storable value; see \"Value types\"."
@@ -126,12 +152,13 @@ defmodule LiteStash do
   @typedoc "An option of `start_link/1`."
   @type option ::
           {:data_dir, Path.t()}
-          | {:name, atom()}
+          | {:name, name()}
           | {:synchronous, :normal | :full}
           | {:busy_timeout, non_neg_integer()}
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:replica, boolean()}
 
   @defaults [
     data_dir: "./data",
@@ -140,7 +167,8 @@ defmodule LiteStash do
     busy_timeout: 30_000,
     max_page_count: nil,
     sweep_interval: 1_000,
-    inline_commits: 1
+    inline_commits: 1,
+    replica: false
   ]
 
   @doc """
@@ -148,8 +176,11 @@ defmodule LiteStash do
 
   Returns `{:ok, pid}`, or `{:error, %LiteStash.Error{}}` when the data dir
   cannot be opened (the message names the path and the cause), including
-  `reason: :already_open` when this VM already has it open. See "Options"
-  in the module doc.
+  `reason: :already_open` when this VM already has it open. A name that a
+  process already holds (a store or any other process) gives GenServer's
+  own `{:error, {:already_started, pid}}` with that process's pid, which
+  supervisors understand; the data dir is then released at once. See
+  "Options" in the module doc.
 
       iex> dir = Path.join(System.tmp_dir!(), "litestash-doc-#{System.unique_integer([:positive])}")
       iex> {:ok, pid} = LiteStash.start_link(data_dir: dir, name: :doc_store)
@@ -158,16 +189,14 @@ defmodule LiteStash do
       iex> LiteStash.stop(:doc_store)
       :ok
   """
-  @spec start_link([option()]) :: {:ok, pid()} | {:error, Error.t()}
+  @spec start_link([option()]) ::
+          {:ok, pid()} | {:error, Error.t()} | {:error, {:already_started, pid()}}
   def start_link(opts \\ []) do
     opts = validate_options!(opts)
     path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
 
-    native_options =
-      Map.new(
-        [:synchronous, :busy_timeout, :max_page_count, :sweep_interval, :inline_commits],
-        &{&1, opts[&1]}
-      )
+    # Every validated option but these two reaches the NIF, as a map.
+    native_options = opts |> Keyword.drop([:name, :data_dir]) |> Map.new()
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -187,12 +216,14 @@ defmodule LiteStash do
 
   @doc """
   A child spec, so that `{LiteStash, opts}` can go in a supervision tree.
-  The child's id is the store's name.
+  The child's id is the store's name (`LiteStash` for an anonymous store:
+  give two anonymous stores under one supervisor ids of their own with
+  `Supervisor.child_spec/2`).
   """
   @spec child_spec([option()]) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{
-      id: Keyword.get(opts, :name, __MODULE__),
+      id: Keyword.get(opts, :name, __MODULE__) || __MODULE__,
       start: {__MODULE__, :start_link, [opts]},
       type: :worker
     }
@@ -200,12 +231,14 @@ defmodule LiteStash do
 
   @doc """
   Stops the store: commits every queued write, closes the files and releases
-  the data dir. Later calls on it return `reason: :closed`.
+  the data dir. Returns `:ok`; for a store that is not running (stopped
+  already, or a name that no store holds, even one another process is
+  registered under) `{:error, %LiteStash.Error{reason: :closed}}`, touching
+  no other process. Later calls on a stopped store return `reason: :closed`
+  too.
   """
-  @spec stop(server()) :: :ok
-  def stop(server \\ __MODULE__) do
-    GenServer.stop(server, :normal)
-  end
+  @spec stop(server()) :: :ok | {:error, Error.t()}
+  def stop(server \\ __MODULE__), do: LiteStash.Owner.stop(server)
 
   defp validate_options!(opts) do
     unless Keyword.keyword?(opts) do
@@ -218,12 +251,13 @@ defmodule LiteStash do
 
   @option_expectations %{
     data_dir: "a non-empty path string",
-    name: "an atom",
+    name: "an atom, {:global, term}, {:via, module, term} or nil",
     synchronous: ":normal or :full",
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
-    inline_commits: "an integer from 0 to 1024"
+    inline_commits: "an integer from 0 to 1024",
+    replica: "a boolean"
   }
 
   defp validate_option!(key, value) do
@@ -247,12 +281,16 @@ defmodule LiteStash do
   end
 
   defp valid_option?(:data_dir, dir), do: is_binary(dir) and dir != ""
-  defp valid_option?(:name, name), do: is_atom(name) and name not in [nil, true, false]
+  defp valid_option?(:name, name) when is_atom(name), do: name not in [true, false]
+  defp valid_option?(:name, {:global, _}), do: true
+  defp valid_option?(:name, {:via, module, _}), do: is_atom(module)
+  defp valid_option?(:name, _), do: false
   defp valid_option?(:synchronous, level), do: level in [:normal, :full]
   defp valid_option?(:busy_timeout, ms), do: is_integer(ms) and ms >= 0 and ms <= 86_400_000
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+  defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
 
@@ -286,47 +324,43 @@ defmodule LiteStash do
       iex> LiteStash.stop(:doc_set)
       :ok
   """
-  @spec set(server() | key(), key() | value(), value() | keyword(), keyword()) ::
-          :ok | {:error, Error.t()}
-  def set(server_or_key, key_or_value, value_or_opts \\ [], opts \\ [])
+  @spec set(server(), key(), value(), keyword()) :: :ok | {:error, Error.t()}
+  def set(server, key, value, opts) do
+    key = Args.key!(key)
+    opts = Args.options!(opts, "the fourth argument of set/4")
 
-  def set(key, value, opts, []) when is_binary(key) and is_list(opts),
-    do: do_set(__MODULE__, key, value, opts)
-
-  def set(server, key, value, opts), do: do_set(server, key, value, opts)
-
-  defp do_set(server, key, value, opts) do
-    key = key!(key)
-    ttl = ttl_option!(opts, :set)
-
-    Call.write(server, :set, &Native.set(&1, &2, key, value, ttl))
+    do_set(server, key, value, Args.ttl_option!(opts, "set/4"))
   end
 
-  # The only option of the writes that replace a value.
-  defp ttl_option!(opts, function) do
-    unless is_list(opts) do
-      raise ArgumentError,
-            "LiteStash.#{function} takes its options as a keyword list, got: #{inspect(opts)}"
-    end
+  @doc "`set(key, value)` on the store `LiteStash`, or `set(server, key, value)`; see `set/4`."
+  @spec set(server() | key(), key() | value(), value() | keyword()) :: :ok | {:error, Error.t()}
+  def set(key, value, opts) when is_binary(key) do
+    opts = Args.options!(opts, "the third argument of set/3 (after a key and a value)")
 
-    Enum.reduce(opts, nil, fn
-      {:ttl, ms}, _ when is_integer(ms) and ms > 0 ->
-        ms
-
-      {:ttl, ms}, _ ->
-        raise ArgumentError,
-              "invalid value for option :ttl: expected a positive integer of milliseconds, got: #{inspect(ms)}"
-
-      other, _ ->
-        raise ArgumentError,
-              "unknown option #{inspect(other)} for LiteStash.#{function}; known: :ttl"
-    end)
+    do_set(__MODULE__, key, value, Args.ttl_option!(opts, "set/3"))
   end
+
+  def set(server, key, value), do: do_set(server, Args.key!(key), value, nil)
+
+  @doc "`set(key, value)` on the store `LiteStash`; see `set/4`."
+  @spec set(key(), value()) :: :ok | {:error, Error.t()}
+  def set(key, value), do: do_set(__MODULE__, Args.key!(key, "set/2"), value, nil)
+
+  defp do_set(server, key, value, ttl),
+    do: Call.write(server, :set, value, &Native.set(&1, &2, key, &3, ttl))
 
   @doc "Like `set/4`, but returns `:ok` or raises `LiteStash.Error`."
-  @spec set!(server() | key(), key() | value(), value() | keyword(), keyword()) :: :ok
-  def set!(server_or_key, key_or_value, value_or_opts \\ [], opts \\ []),
-    do: bang!(set(server_or_key, key_or_value, value_or_opts, opts))
+  @spec set!(server(), key(), value(), keyword()) :: :ok
+  def set!(server, key, value, opts), do: bang!(set(server, key, value, opts))
+
+  @doc "Like `set/3`, but returns `:ok` or raises `LiteStash.Error`."
+  @spec set!(server() | key(), key() | value(), value() | keyword()) :: :ok
+  def set!(server_or_key, key_or_value, value_or_opts),
+    do: bang!(set(server_or_key, key_or_value, value_or_opts))
+
+  @doc "Like `set/2`, but returns `:ok` or raises `LiteStash.Error`."
+  @spec set!(key(), value()) :: :ok
+  def set!(key, value), do: bang!(set(key, value))
 
   @doc """
   Stores every `{key, value}` of `pairs` (a map or a list of pairs).
@@ -340,9 +374,9 @@ defmodule LiteStash do
   """
   @spec mset(server(), %{key() => value()} | [{key(), value()}]) :: :ok | {:error, Error.t()}
   def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
-    pairs = Enum.map(pairs, fn {key, value} -> {key!(key), value} end)
+    pairs = Enum.map(pairs, fn {key, value} -> {Args.key!(key), value} end)
 
-    Call.write(server, :mset, &Native.set_many(&1, &2, pairs))
+    Call.write(server, :mset, pairs, &Native.set_many(&1, &2, &3))
   end
 
   @doc """
@@ -350,7 +384,7 @@ defmodule LiteStash do
   """
   @spec delete(server(), key()) :: :ok | {:error, Error.t()}
   def delete(server \\ __MODULE__, key) do
-    key = key!(key)
+    key = Args.key!(key)
 
     Call.write(server, :delete, &Native.delete(&1, &2, key))
   end
@@ -369,7 +403,7 @@ defmodule LiteStash do
   """
   @spec get(server(), key()) :: {:ok, value()} | {:error, Error.t()}
   def get(server \\ __MODULE__, key) do
-    key = key!(key)
+    key = Args.key!(key)
 
     Call.read(server, :get, &Native.get(&1, key))
   end
@@ -384,12 +418,50 @@ defmodule LiteStash do
   end
 
   @doc """
+  Reads `key` with a default: the stored value, or `default` when the key
+  is not stored (as `Map.get/3` and CubDB's `get/3` do). A stored `nil` is
+  `nil`. The server comes first and is not optional here, since `get/2`
+  is `get(server, key)`: `get(LiteStash, key, default)`. Raises
+  `LiteStash.Error` when the store cannot answer (for example `:closed`).
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_get3)
+      iex> LiteStash.get(:doc_get3, "missing", 0)
+      0
+      iex> :ok = LiteStash.set(:doc_get3, "there", 1)
+      iex> LiteStash.get(:doc_get3, "there", 0)
+      1
+      iex> LiteStash.stop(:doc_get3)
+      :ok
+  """
+  @spec get(server(), key(), default) :: value() | default when default: term()
+  def get(server, key, default) do
+    case fetch(server, key) do
+      {:ok, value} -> value
+      :error -> default
+    end
+  end
+
+  @doc """
+  Reads `key` as `Map.fetch/2` does: `{:ok, value}`, or `:error` when the
+  key is not stored. Raises `LiteStash.Error` when the store cannot answer
+  (for example `:closed`); `get/2` returns every error as a tuple instead.
+  """
+  @spec fetch(server(), key()) :: {:ok, value()} | :error
+  def fetch(server \\ __MODULE__, key) do
+    case get(server, key) do
+      {:ok, value} -> {:ok, value}
+      {:error, %Error{reason: :not_found}} -> :error
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc """
   Reads several keys at once: `{:ok, %{key => value}}` with the keys that
   are stored (missing keys are left out).
   """
   @spec mget(server(), [key()]) :: {:ok, %{key() => value()}} | {:error, Error.t()}
   def mget(server \\ __MODULE__, keys) when is_list(keys) do
-    keys = Enum.map(keys, &key!/1)
+    keys = Enum.map(keys, &Args.key!/1)
 
     Call.read(server, :mget, &Native.get_many(&1, keys))
   end
@@ -400,7 +472,7 @@ defmodule LiteStash do
   """
   @spec exists?(server(), key()) :: boolean()
   def exists?(server \\ __MODULE__, key) do
-    key = key!(key)
+    key = Args.key!(key)
 
     case Call.read(server, :exists, &Native.exists(&1, key)) do
       {:ok, found} -> found
@@ -420,7 +492,9 @@ defmodule LiteStash do
   def keys(opts, []) when is_list(opts), do: keys(__MODULE__, opts)
 
   def keys(server, opts) do
-    prefix = prefix_option!(opts, [])
+    Args.not_a_key!(server, "keys/1")
+    opts = Args.options!(opts, "the second argument of keys/2")
+    prefix = Args.prefix_option!(opts, [])
 
     Call.read(server, :keys, &Native.keys(&1, prefix))
   end
@@ -434,7 +508,9 @@ defmodule LiteStash do
   def count(opts, []) when is_list(opts), do: count(__MODULE__, opts)
 
   def count(server, opts) do
-    prefix = prefix_option!(opts, [])
+    Args.not_a_key!(server, "count/1")
+    opts = Args.options!(opts, "the second argument of count/2")
+    prefix = Args.prefix_option!(opts, [])
 
     Call.read(server, :count, &Native.count(&1, prefix))
   end
@@ -466,13 +542,10 @@ defmodule LiteStash do
   def stream(opts, []) when is_list(opts), do: stream(__MODULE__, opts)
 
   def stream(server, opts) do
-    prefix = prefix_option!(opts, [:chunk_size])
-    chunk = Keyword.get(opts, :chunk_size, 500)
-
-    unless is_integer(chunk) and chunk > 0 do
-      raise ArgumentError,
-            "invalid value for option :chunk_size: expected a positive integer, got: #{inspect(chunk)}"
-    end
+    Args.not_a_key!(server, "stream/1")
+    opts = Args.options!(opts, "the second argument of stream/2")
+    prefix = Args.prefix_option!(opts, [:chunk_size])
+    chunk = Args.chunk_size!(opts)
 
     Stream.resource(
       fn ->
@@ -510,24 +583,6 @@ defmodule LiteStash do
     end
   end
 
-  defp prefix_option!(opts, also_allowed) do
-    Enum.reduce(opts, "", fn
-      {:prefix, prefix}, _ when is_binary(prefix) ->
-        prefix
-
-      {:prefix, prefix}, _ ->
-        raise ArgumentError,
-              "invalid value for option :prefix: expected a string, got: #{inspect(prefix)}"
-
-      {key, value}, acc ->
-        if key in also_allowed do
-          acc
-        else
-          raise ArgumentError, "unknown option #{inspect(key)} (with value #{inspect(value)})"
-        end
-    end)
-  end
-
   ## Expiry
 
   @doc """
@@ -537,20 +592,18 @@ defmodule LiteStash do
   ## Expiry
 
   One rule for every write: a write that stores a value (`set/4`, `mset/2`,
-  `put_new/4`, `compare_and_set/5`) sets the key's expiry to its own `:ttl`
-  option, and clears it when none is given, so the key has exactly the
-  lifetime the last writer asked for. `incr/3` is the one exception, as in
-  Redis: it keeps the key's expiry (a counter created by `incr` has none).
+  `put_new/4`, `compare_and_set/5`, and so `update/4` and
+  `get_and_update/3`) sets the key's expiry to its own `:ttl` option, and
+  clears it when none is given, so the key has exactly the lifetime the
+  last writer asked for. `incr/3` is the one exception, as in Redis: it
+  keeps the key's expiry (a counter created by `incr` has none).
   `expire/3` and `persist/2` change only the expiry; `delete/2` removes both.
   """
   @spec expire(server(), key(), pos_integer()) :: :ok | {:error, Error.t()}
   def expire(server \\ __MODULE__, key, ms) do
-    key = key!(key)
+    key = Args.key!(key)
 
-    unless is_integer(ms) and ms > 0 do
-      raise ArgumentError,
-            "expire/3 takes a positive integer of milliseconds, got: #{inspect(ms)}"
-    end
+    ms = Args.ttl!(ms, "expire/3's milliseconds")
 
     Call.write(server, :expire, &Native.expire(&1, &2, key, ms))
   end
@@ -561,7 +614,7 @@ defmodule LiteStash do
   """
   @spec persist(server(), key()) :: :ok | {:error, Error.t()}
   def persist(server \\ __MODULE__, key) do
-    key = key!(key)
+    key = Args.key!(key)
 
     Call.write(server, :persist, &Native.expire(&1, &2, key, nil))
   end
@@ -572,7 +625,7 @@ defmodule LiteStash do
   """
   @spec ttl(server(), key()) :: {:ok, non_neg_integer() | :infinity} | {:error, Error.t()}
   def ttl(server \\ __MODULE__, key) do
-    key = key!(key)
+    key = Args.key!(key)
 
     Call.read(server, :ttl, &Native.ttl(&1, key))
   end
@@ -598,22 +651,19 @@ defmodule LiteStash do
       iex> LiteStash.stop(:doc_incr)
       :ok
   """
-  @spec incr(server() | key(), key() | integer(), integer()) ::
-          {:ok, integer()} | {:error, Error.t()}
-  def incr(server_or_key, key_or_by \\ 1, by \\ nil)
-  def incr(key, by, nil) when is_binary(key) and is_integer(by), do: do_incr(__MODULE__, key, by)
-  def incr(server, key, nil), do: do_incr(server, key, 1)
-  def incr(server, key, by), do: do_incr(server, key, by)
+  @spec incr(server(), key(), integer()) :: {:ok, integer()} | {:error, Error.t()}
+  def incr(server, key, by), do: do_incr(server, Args.key!(key), Args.amount!(by, "incr/3"))
 
-  defp do_incr(server, key, by) do
-    key = key!(key)
+  @doc "`incr(key, by)` on the store `LiteStash`, or `incr(server, key)`; see `incr/3`."
+  @spec incr(server() | key(), key() | integer()) :: {:ok, integer()} | {:error, Error.t()}
+  def incr(key, by) when is_binary(key), do: do_incr(__MODULE__, key, Args.amount!(by, "incr/2"))
+  def incr(server, key), do: do_incr(server, Args.key!(key), 1)
 
-    unless is_integer(by) and by >= -9_223_372_036_854_775_808 and by <= 9_223_372_036_854_775_807 do
-      raise ArgumentError, "incr takes an integer in -2^63..2^63-1 to add, got: #{inspect(by)}"
-    end
+  @doc "`incr(key)` on the store `LiteStash`: adds 1; see `incr/3`."
+  @spec incr(key()) :: {:ok, integer()} | {:error, Error.t()}
+  def incr(key), do: do_incr(__MODULE__, Args.key!(key, "incr/1"), 1)
 
-    Call.write(server, :incr, &Native.incr(&1, &2, key, by))
-  end
+  defp do_incr(server, key, by), do: Call.write(server, :incr, &Native.incr(&1, &2, key, by))
 
   @doc """
   Stores `value` under `key` only if the key is absent (or expired).
@@ -634,21 +684,31 @@ defmodule LiteStash do
       iex> LiteStash.stop(:doc_put_new)
       :ok
   """
-  @spec put_new(server() | key(), key() | value(), value() | keyword(), keyword()) ::
-          :ok | {:error, Error.t()}
-  def put_new(server_or_key, key_or_value, value_or_opts \\ [], opts \\ [])
+  @spec put_new(server(), key(), value(), keyword()) :: :ok | {:error, Error.t()}
+  def put_new(server, key, value, opts) do
+    key = Args.key!(key)
+    opts = Args.options!(opts, "the fourth argument of put_new/4")
 
-  def put_new(key, value, opts, []) when is_binary(key) and is_list(opts),
-    do: do_put_new(__MODULE__, key, value, opts)
-
-  def put_new(server, key, value, opts), do: do_put_new(server, key, value, opts)
-
-  defp do_put_new(server, key, value, opts) do
-    key = key!(key)
-    ttl = ttl_option!(opts, :put_new)
-
-    Call.write(server, :put_new, &Native.put_new(&1, &2, key, value, ttl))
+    do_put_new(server, key, value, Args.ttl_option!(opts, "put_new/4"))
   end
+
+  @doc "`put_new(key, value, opts)` on the store `LiteStash`, or `put_new(server, key, value)`; see `put_new/4`."
+  @spec put_new(server() | key(), key() | value(), value() | keyword()) ::
+          :ok | {:error, Error.t()}
+  def put_new(key, value, opts) when is_binary(key) do
+    opts = Args.options!(opts, "the third argument of put_new/3 (after a key and a value)")
+
+    do_put_new(__MODULE__, key, value, Args.ttl_option!(opts, "put_new/3"))
+  end
+
+  def put_new(server, key, value), do: do_put_new(server, Args.key!(key), value, nil)
+
+  @doc "`put_new(key, value)` on the store `LiteStash`; see `put_new/4`."
+  @spec put_new(key(), value()) :: :ok | {:error, Error.t()}
+  def put_new(key, value), do: do_put_new(__MODULE__, Args.key!(key, "put_new/2"), value, nil)
+
+  defp do_put_new(server, key, value, ttl),
+    do: Call.write(server, :put_new, value, &Native.put_new(&1, &2, key, &3, ttl))
 
   @doc """
   Stores `new` under `key` only if the stored value equals `expected`, in one
@@ -678,38 +738,95 @@ defmodule LiteStash do
       iex> LiteStash.stop(:doc_cas)
       :ok
   """
-  @spec compare_and_set(
-          server() | key(),
-          key() | value(),
-          value(),
-          value() | keyword(),
-          keyword()
-        ) :: :ok | {:error, Error.t()}
-  def compare_and_set(
-        server_or_key,
-        key_or_expected,
-        expected_or_new,
-        new_or_opts \\ [],
-        opts \\ []
-      )
+  @spec compare_and_set(server(), key(), value(), value(), keyword()) :: :ok | {:error, Error.t()}
+  def compare_and_set(server, key, expected, new, opts) do
+    key = Args.key!(key)
+    opts = Args.options!(opts, "the fifth argument of compare_and_set/5")
 
-  def compare_and_set(key, expected, new, opts, [])
-      when is_binary(key) and is_list(opts),
-      do: do_compare_and_set(__MODULE__, key, expected, new, opts)
+    do_compare_and_set(server, key, expected, new, Args.ttl_option!(opts, "compare_and_set/5"))
+  end
 
-  def compare_and_set(server, key, expected, new, opts),
-    do: do_compare_and_set(server, key, expected, new, opts)
+  @doc """
+  `compare_and_set(key, expected, new, opts)` on the store `LiteStash`, or
+  `compare_and_set(server, key, expected, new)`; see `compare_and_set/5`.
+  """
+  @spec compare_and_set(server() | key(), key() | value(), value(), value() | keyword()) ::
+          :ok | {:error, Error.t()}
+  def compare_and_set(key, expected, new, opts) when is_binary(key) do
+    opts =
+      Args.options!(opts, "the fourth argument of compare_and_set/4 (after a key and two values)")
 
-  defp do_compare_and_set(server, key, expected, new, opts) do
-    key = key!(key)
-    ttl = ttl_option!(opts, :compare_and_set)
-
-    Call.write(
-      server,
-      :compare_and_set,
-      &Native.compare_and_set(&1, &2, key, expected, new, ttl)
+    do_compare_and_set(
+      __MODULE__,
+      key,
+      expected,
+      new,
+      Args.ttl_option!(opts, "compare_and_set/4")
     )
   end
+
+  def compare_and_set(server, key, expected, new),
+    do: do_compare_and_set(server, Args.key!(key), expected, new, nil)
+
+  @doc "`compare_and_set(key, expected, new)` on the store `LiteStash`; see `compare_and_set/5`."
+  @spec compare_and_set(key(), value(), value()) :: :ok | {:error, Error.t()}
+  def compare_and_set(key, expected, new),
+    do: do_compare_and_set(__MODULE__, Args.key!(key, "compare_and_set/3"), expected, new, nil)
+
+  defp do_compare_and_set(server, key, expected, new, ttl) do
+    Call.write(server, :compare_and_set, [expected, new], fn target, ref, [expected, new] ->
+      Native.compare_and_set(target, ref, key, expected, new, ttl)
+    end)
+  end
+
+  @doc """
+  Stores `fun.(value)` under `key`, or `default` when the key is not stored
+  (`fun` is not called then), as `Map.update/4` does; atomic against
+  concurrent writers of the key: no update is lost.
+
+  It is optimistic: it reads the key, calls `fun`, and writes the result
+  with `compare_and_set/5` (`put_new/4` for an absent key); when another
+  writer changed the key in between, it starts again. So each call costs
+  at least one read and one write (a commit), `fun` may run more than once
+  and must have no side effects, and many processes updating one key wait
+  on each other's commits. For counters, `incr/3` is a single write. The
+  value written has no expiry (the rule of "Expiry" under `expire/3`). Returns `:ok`
+  or the first error other than a lost race.
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_update)
+      iex> LiteStash.update(:doc_update, "tags", ["new"], &["more" | &1])
+      :ok
+      iex> LiteStash.update(:doc_update, "tags", ["new"], &["more" | &1])
+      :ok
+      iex> LiteStash.get(:doc_update, "tags")
+      {:ok, ["more", "new"]}
+      iex> LiteStash.stop(:doc_update)
+      :ok
+  """
+  @spec update(server(), key(), value(), (value() -> value())) :: :ok | {:error, Error.t()}
+  def update(server \\ __MODULE__, key, default, fun) when is_function(fun, 1),
+    do: LiteStash.Update.update(server, Args.key!(key), default, fun)
+
+  @doc """
+  Calls `fun` with the value of `key` (`nil` when it is not stored), which
+  returns `{value_to_return, new_value}`; stores `new_value` and returns
+  `{:ok, value_to_return}`, as `Map.get_and_update/3` does (without its
+  `:pop`). Atomic against concurrent writers in the same way as `update/4`,
+  at the same cost: `fun` may run more than once.
+
+      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_gau)
+      iex> LiteStash.get_and_update(:doc_gau, "n", fn n -> {n, (n || 0) + 1} end)
+      {:ok, nil}
+      iex> LiteStash.get_and_update(:doc_gau, "n", fn n -> {n, n + 1} end)
+      {:ok, 1}
+      iex> LiteStash.stop(:doc_gau)
+      :ok
+  """
+  @spec get_and_update(server(), key(), (value() | nil -> {result, value()})) ::
+          {:ok, result} | {:error, Error.t()}
+        when result: term()
+  def get_and_update(server \\ __MODULE__, key, fun) when is_function(fun, 1),
+    do: LiteStash.Update.get_and_update(server, Args.key!(key), fun)
 
   ## Backup and maintenance
 
@@ -728,8 +845,8 @@ defmodule LiteStash do
   `reason: :incomplete_backup`; delete it.
   """
   @spec backup(server(), Path.t()) :: :ok | {:error, Error.t()}
-  def backup(server \\ __MODULE__, dest_dir) when is_binary(dest_dir) do
-    dest = Path.expand(dest_dir)
+  def backup(server \\ __MODULE__, dest_dir) do
+    dest = dest_dir |> Args.path!("backup/2's destination") |> Path.expand()
 
     Call.read(server, :backup, fn target ->
       start = System.monotonic_time()
@@ -766,12 +883,6 @@ defmodule LiteStash do
   end
 
   ## Helpers
-
-  defp key!(key) when is_binary(key), do: key
-
-  defp key!(key) do
-    raise ArgumentError, "a LiteStash key must be a binary (a UTF-8 string), got: #{inspect(key)}"
-  end
 
   defp bang!(:ok), do: :ok
   defp bang!({:error, error}), do: raise(error)

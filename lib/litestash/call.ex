@@ -22,14 +22,48 @@ defmodule LiteStash.Call do
   @spec write(LiteStash.server(), atom(), (atom() | pid(), reference() -> term())) :: term()
   def write(server, command, fun) do
     with {:ok, target} <- target(server) do
-      span(server, command, fn ->
-        ref = make_ref()
+      span(server, command, fn -> attempt(fn ref -> fun.(target, ref) end) end)
+    end
+  end
 
-        case fun.(target, ref) do
-          :queued -> await(ref)
+  @doc """
+  Runs the write `fun` with the NIF's term for `server`, a reply reference
+  and `values`, the term of the values it stores. When the NIF finds a
+  struct in them (`:encode_structs`), the structs are encoded through
+  `LiteStash.Encoder` and the write is made once more.
+  """
+  @spec write(LiteStash.server(), atom(), term(), (atom() | pid(), reference(), term() -> term())) ::
+          term()
+  def write(server, command, values, fun) do
+    with {:ok, target} <- target(server) do
+      span(server, command, fn ->
+        case attempt(fn ref -> fun.(target, ref, values) end) do
+          :encode_structs -> encoded_attempt(target, values, fun)
           answer -> answer
         end
       end)
+    end
+  end
+
+  defp encoded_attempt(target, values, fun) do
+    with {:ok, encoded} <- LiteStash.Encoder.Deep.encode(values) do
+      case attempt(fn ref -> fun.(target, ref, encoded) end) do
+        :encode_structs ->
+          {:error,
+           %LiteStash.Error{reason: :internal, message: "a struct was left after encoding"}}
+
+        answer ->
+          answer
+      end
+    end
+  end
+
+  defp attempt(fun) do
+    ref = make_ref()
+
+    case fun.(ref) do
+      :queued -> await(ref)
+      answer -> answer
     end
   end
 
@@ -48,6 +82,13 @@ defmodule LiteStash.Call do
   def target(server) when is_pid(server), do: {:ok, server}
   def target({:global, _} = name), do: whereis(name)
   def target({:via, module, _} = name) when is_atom(module), do: whereis(name)
+
+  def target(server) when is_binary(server) do
+    raise ArgumentError,
+          "a LiteStash server is a name (an atom, {:global, term} or {:via, module, term}) " <>
+            "or a pid, got the string #{inspect(server)}: a string is a key, and the " <>
+            "server comes before it (or is left out for the store named LiteStash)"
+  end
 
   def target(server) do
     raise ArgumentError,

@@ -32,6 +32,9 @@ defmodule LiteStash.Error do
       sum outside -2^63..2^63-1
     * `:exists` - `put_new/4` on a key that is stored
     * `:mismatch` - `compare_and_set/5` found another value
+    * `:replicated` - the shard file is one replica of a clustered store
+      (it holds the contract's `litestash_replica` table): it is written only
+      through its cluster; a store opened without the cluster reads it
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 
@@ -60,6 +63,7 @@ defmodule LiteStash.Error do
           | :not_an_integer
           | :exists
           | :mismatch
+          | :replicated
           | :internal
 
   defexception [:reason, :message]

@@ -72,6 +72,17 @@ defmodule LiteStash.Native do
   def clear(_server, _ref), do: err()
   def compact(_server, _ref), do: err()
 
+  ## replica.rs and write.rs: a replica's primitives (contract section 10)
+
+  def shard_of(_key), do: err()
+  def replica_applied(_server, _shard), do: err()
+  def shard_snapshot(_server, _shard, _dest), do: err()
+  # ops: {:set, key, value, at | nil}, {:put_new, key, value, at | nil},
+  # {:cas, key, expected, new, at | nil}, {:incr, key, by}, {:delete, key},
+  # {:expire, key, at | nil}, :clear, {:sweep, limit}; `at` absolute Unix ms
+  def replica_apply(_server, _ref, _shard, _index, _now_ms, _ops), do: err()
+  def shard_install(_server, _ref, _shard, _src), do: err()
+
   ## events.rs
 
   def set_event_receiver(_store, _pid_or_nil), do: err()

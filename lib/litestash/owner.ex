@@ -16,6 +16,37 @@ defmodule LiteStash.Owner do
       else: GenServer.start_link(__MODULE__, {store, name})
   end
 
+  @doc """
+  Stops the store `server` names: its owner process, found through the
+  NIF's registry (so that a name another kind of process holds is left
+  alone).
+  """
+  @spec stop(LiteStash.server()) :: :ok | {:error, LiteStash.Error.t()}
+  def stop(server) do
+    with {:ok, target} <- LiteStash.Call.target(server),
+         {:ok, _store} <- Native.lookup(target) do
+      case if(is_pid(target), do: target, else: Process.whereis(target)) do
+        nil -> closed(server)
+        pid -> stop_owner(pid, server)
+      end
+    end
+  end
+
+  defp stop_owner(pid, server) do
+    GenServer.stop(pid, :normal)
+  catch
+    # Stopped by another caller since the lookup.
+    :exit, {reason, _} when reason in [:noproc, :normal] -> closed(server)
+  end
+
+  defp closed(server) do
+    {:error,
+     %LiteStash.Error{
+       reason: :closed,
+       message: "no LiteStash store #{inspect(server)} is running"
+     }}
+  end
+
   @impl GenServer
   def init({store, name}) do
     Process.flag(:trap_exit, true)

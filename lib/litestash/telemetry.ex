@@ -7,7 +7,11 @@ defmodule LiteStash.Telemetry do
     * `[:litestash, :command, :start]` - measurements `%{system_time,
       monotonic_time}`, metadata `%{store, command}`.
     * `[:litestash, :command, :stop]` - measurements `%{duration,
-      monotonic_time}` (native time units), metadata `%{store, command}`.
+      monotonic_time}` (native time units), metadata `%{store, command,
+      result}`: `result` is `:ok`, or `:error` when the command returned
+      `{:error, %LiteStash.Error{}}`, and then the metadata has its `reason`
+      too (`:not_found` for a `get` of a missing key), so that a handler
+      can count failures by kind.
     * `[:litestash, :command, :exception]` - as `:stop`, plus `kind`,
       `reason` and `stacktrace` in the metadata, when a command raises.
     * `[:litestash, :commit, :stop]` - one per group commit of a shard
@@ -85,12 +89,15 @@ defmodule LiteStash.Telemetry do
         :telemetry.execute(
           [:litestash, :command, :stop],
           %{duration: stop - start, monotonic_time: stop},
-          meta
+          Map.merge(meta, outcome(result))
         )
 
         result
     end
   end
+
+  defp outcome({:error, %LiteStash.Error{reason: reason}}), do: %{result: :error, reason: reason}
+  defp outcome(_), do: %{result: :ok}
 
   @doc false
   @spec writer_event(term(), :commit | :sweep, String.t(), non_neg_integer(), non_neg_integer()) ::

@@ -68,6 +68,23 @@ defmodule LiteStash.TelemetryTest do
     end
   end
 
+  test ":stop carries result: :ok, or result: :error with the error's reason",
+       %{tmp_dir: dir} do
+    s = start_store!(dir)
+    :ok = LiteStash.set(s, "k", 1)
+    {:error, _} = LiteStash.get(s, "missing")
+    {:error, _} = LiteStash.set(s, "t", {:tuple})
+
+    assert_receive {:event, [:litestash, :command, :stop], _, %{command: :set, result: :ok} = ok}
+    refute Map.has_key?(ok, :reason)
+
+    assert_receive {:event, [:litestash, :command, :stop], _,
+                    %{store: ^s, command: :get, result: :error, reason: :not_found}}
+
+    assert_receive {:event, [:litestash, :command, :stop], _,
+                    %{command: :set, result: :error, reason: :unsupported_value}}
+  end
+
   test "a command that raises emits :exception and re-raises" do
     assert_raise RuntimeError, "boom", fn ->
       LiteStash.Telemetry.span(:some_store, :get, fn -> raise "boom" end)

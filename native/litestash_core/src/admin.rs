@@ -61,6 +61,39 @@ impl Store {
         }
     }
 
+    /// The index of the last replication log entry applied to shard
+    /// `shard`'s file; 0 for none (or a file that is not a replica's).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`], a broken shard's error, SQLite errors.
+    pub fn replica_applied(&self, shard: usize) -> Result<u64> {
+        self.file(shard)?;
+        self.read(shard, |file, conn| {
+            if !file.is_replica(conn)? {
+                return Ok(0);
+            }
+            crate::writer::replica_applied_index(conn).map_err(|e| file.err(e))?
+        })
+    }
+
+    /// Writes a consistent copy of shard `shard`'s file (with its replica
+    /// table) to `dest`, which must not exist: a snapshot for a replica
+    /// that catches up ([`crate::Request::install`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`], a broken shard's error, I/O and SQLite errors.
+    pub fn shard_snapshot(&self, shard: usize, dest: &Path) -> Result<()> {
+        self.check_open()?;
+        let file = self.file(shard)?;
+        let dest_text = dest.to_str().ok_or_else(|| {
+            Error::new(ErrorKind::InvalidArgument, "the snapshot path is not UTF-8")
+        })?;
+        let conn = file.connect(&self.options)?;
+        conn.execute(sql::VACUUM_INTO, [dest_text])
+            .map_err(|e| file.err(e))?;
+        Ok(())
+    }
+
     /// Copies a consistent image of every shard (each in its own snapshot,
     /// taken while writes go on) into `dest`, which must not exist or be
     /// empty. The copy is a LiteStash data dir, complete or not there: it

@@ -76,6 +76,9 @@ error_kinds! {
     Exists => "exists",
     /// The stored value is not the expected one (for compare-and-set).
     Mismatch => "mismatch",
+    /// The shard file is a replica's: written only through its cluster's
+    /// log (contract section 10).
+    Replicated => "replicated",
     /// A bug in LiteStash: a panic was caught or an invariant broke.
     Internal => "internal",
 }

@@ -57,7 +57,7 @@ pub use key::{
 };
 pub use options::{Options, Synchronous};
 pub use reply::{Outcome, Reply, Submitted};
-pub use request::Request;
+pub use request::{ReplicaOp, Request};
 pub use scan::Snapshot;
 pub use shard::{APPLICATION_ID, CONTRACT_VERSION};
 pub use store::{InlineSlot, Store};

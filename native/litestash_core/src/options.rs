@@ -56,6 +56,10 @@ pub struct Options {
     /// [`crate::Store::inline_slot`]) at once, counted over every store of
     /// the process; 0 sends every write through the writer threads.
     pub inline_commits: usize,
+    /// The store is one replica of a replicated store (contract section
+    /// 10): its files get the replica table, and only replicated entries
+    /// ([`crate::Request::replicated`]) write them.
+    pub replica: bool,
 }
 
 impl Default for Options {
@@ -75,6 +79,7 @@ impl Default for Options {
             sweep_batch: 500,
             max_page_count: None,
             inline_commits: 1,
+            replica: false,
         }
     }
 }

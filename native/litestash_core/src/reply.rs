@@ -11,6 +11,11 @@ pub enum Outcome {
     Done,
     /// The write is committed and produced this integer (`incr`).
     Integer(i64),
+    /// A replicated entry was applied: each op's own answer, in order.
+    Replicated(Vec<Result<Outcome>>),
+    /// A replicated entry the file already holds (its index is at or below
+    /// the applied index): nothing was written.
+    Skipped,
 }
 
 /// What [`crate::Store::submit`] did with a write.

@@ -12,6 +12,9 @@ use crate::writer::op::{Op, Row, Target};
 #[derive(Debug)]
 pub struct Request {
     pub(crate) kind: Kind,
+    /// An entry of a replication log (or a snapshot install), which only a
+    /// replica applies.
+    pub(crate) replicated: bool,
 }
 
 #[derive(Debug)]
@@ -44,12 +47,56 @@ impl Request {
     fn one(shard: usize, op: Op) -> Request {
         Request {
             kind: Kind::One { shard, op },
+            replicated: false,
         }
     }
 
     fn each(ops: impl Iterator<Item = (usize, Op)>) -> Request {
         Request {
             kind: Kind::Each(ops.collect()),
+            replicated: false,
+        }
+    }
+
+    /// The ops of replication log entry `index` for shard `shard`, applied
+    /// in one transaction with the entry's index by the clock `now_ms`
+    /// (Unix milliseconds, chosen once by the log's leader): answers
+    /// `Outcome::Replicated` with each op's answer, or `Outcome::Skipped`
+    /// for an entry the file already holds. Expiry deadlines in `ops` are
+    /// absolute (Unix milliseconds).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidKey`] for a bad key,
+    /// [`crate::ErrorKind::InvalidArgument`] for a key of another shard,
+    /// value errors from [`encode`].
+    pub fn replicated(
+        shard: usize,
+        index: u64,
+        now_ms: i64,
+        ops: &[ReplicaOp<'_>],
+    ) -> Result<Request> {
+        let ops = ops
+            .iter()
+            .map(|op| op.to_op(shard))
+            .collect::<Result<Vec<Op>>>()?;
+        Ok(Request {
+            kind: Kind::One {
+                shard,
+                op: Op::Replicated { index, now_ms, ops },
+            },
+            replicated: true,
+        })
+    }
+
+    /// Replaces shard `shard`'s file contents with the replica's shard file
+    /// at `path` (a snapshot taken with [`crate::Store::shard_snapshot`]).
+    pub fn install(shard: usize, path: &std::path::Path) -> Request {
+        Request {
+            kind: Kind::One {
+                shard,
+                op: Op::Install(path.to_path_buf()),
+            },
+            replicated: true,
         }
     }
 
@@ -174,5 +221,63 @@ impl Request {
     /// Whether the request may commit inline: a write of one key.
     pub fn is_single_key(&self) -> bool {
         matches!(self.kind, Kind::One { .. })
+    }
+}
+
+/// One op of a replication log entry, as [`Request::replicated`] takes it.
+/// Deadlines are absolute Unix milliseconds (`None`: no expiry).
+#[derive(Debug)]
+pub enum ReplicaOp<'a> {
+    /// Writes a value.
+    Set(&'a [u8], &'a Value, Option<i64>),
+    /// Writes a value if the key is absent.
+    PutNew(&'a [u8], &'a Value, Option<i64>),
+    /// Writes `new` if the stored value equals `expected`.
+    CompareAndSet(&'a [u8], &'a Value, &'a Value, Option<i64>),
+    /// Adds to an integer.
+    Incr(&'a [u8], i64),
+    /// Deletes a key.
+    Delete(&'a [u8]),
+    /// Sets or clears a key's expiry.
+    Expire(&'a [u8], Option<i64>),
+    /// Deletes every key of the shard.
+    Clear,
+    /// Deletes up to this many keys expired by the entry's clock.
+    Sweep(usize),
+}
+
+impl ReplicaOp<'_> {
+    fn to_op(&self, shard: usize) -> Result<Op> {
+        let key_of = |key: &[u8]| -> Result<Key> {
+            let key = Key::new(key)?;
+            if key.route.shard != shard {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::InvalidArgument,
+                    format!(
+                        "key {:?} belongs to shard {}, not {}",
+                        key.text,
+                        crate::key::SHARDS[key.route.shard],
+                        crate::key::SHARDS[shard]
+                    ),
+                ));
+            }
+            Ok(key)
+        };
+        Ok(match *self {
+            ReplicaOp::Set(key, value, at) => Op::Put(vec![row(key_of(key)?, encode(value)?, at)]),
+            ReplicaOp::PutNew(key, value, at) => Op::PutNew(row(key_of(key)?, encode(value)?, at)),
+            ReplicaOp::CompareAndSet(key, expected, new, at) => {
+                let expected = match expected {
+                    Value::Nil => None,
+                    other => Some(canonical(other)?),
+                };
+                Op::CompareAndSet(row(key_of(key)?, encode(new)?, at), expected)
+            }
+            ReplicaOp::Incr(key, by) => Op::Incr(target(key_of(key)?), by),
+            ReplicaOp::Delete(key) => Op::Delete(target(key_of(key)?)),
+            ReplicaOp::Expire(key, at) => Op::Expire(target(key_of(key)?), at),
+            ReplicaOp::Clear => Op::Clear,
+            ReplicaOp::Sweep(limit) => Op::Sweep(limit.max(1)),
+        })
     }
 }

@@ -25,6 +25,8 @@ pub(crate) enum Shard {
         queue: Arc<Queue>,
         engine: Engine,
         readers: Mutex<Vec<Connection>>,
+        /// The file is a replica's (it holds the replica table).
+        replica: bool,
     },
     /// A shard whose file is damaged: every call that touches it gets this
     /// error while the other shards serve.
@@ -152,12 +154,14 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::Corrupt => return Ok(Shard::Broken(e)),
             Err(e) => return Err(e),
         };
+        let replica = file.is_replica(&conn)?;
         let (queue, engine, handle) = writer::spawn(
             Arc::clone(&file),
             conn,
             &self.options,
             self.hook.clone(),
             Arc::clone(&self.pending),
+            replica,
         )?;
         lock(&self.writers).push(handle);
         Ok(Shard::Ready {
@@ -165,6 +169,7 @@ impl Store {
             queue,
             engine,
             readers: Mutex::new(Vec::new()),
+            replica,
         })
     }
 
@@ -354,6 +359,7 @@ impl Store {
         reply: impl FnOnce() -> Reply,
     ) -> Result<Submitted> {
         self.check_open()?;
+        self.may_write(&request)?;
         match request.kind {
             Kind::One { shard, op } => {
                 let (queue, engine) = self.writer(shard)?;
@@ -376,6 +382,43 @@ impl Store {
                 Ok(Submitted::Queued)
             }
         }
+    }
+
+    /// Refuses a write the files' owner would not make: an ordinary write
+    /// to a replica's file, or a replicated one to a store that is not a
+    /// replica.
+    fn may_write(&self, request: &Request) -> Result<()> {
+        let shards: Vec<usize> = match &request.kind {
+            Kind::One { shard, .. } => vec![*shard],
+            Kind::Each(ops) => ops.iter().map(|(shard, _)| *shard).collect(),
+        };
+        for shard in shards {
+            let is_replica = matches!(
+                self.shards.get(shard),
+                Some(Shard::Ready { replica: true, .. })
+            );
+            if request.replicated && !(self.options.replica && is_replica) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{}: replicated entries are applied only by a store opened as a replica",
+                        self.dir.display()
+                    ),
+                ));
+            }
+            if !request.replicated && (is_replica || self.options.replica) {
+                return Err(Error::new(
+                    ErrorKind::Replicated,
+                    format!(
+                        "{}: shard {} is a replica's file (it holds litestash_replica): it is written \
+                         only through its cluster's log; open it with the cluster, or read it",
+                        self.dir.display(),
+                        crate::key::SHARDS[shard]
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn writer(&self, shard: usize) -> Result<(&Queue, &Engine)> {

@@ -36,6 +36,7 @@ struct OpenOptions {
     max_page_count: Option<i64>,
     sweep_interval: u64,
     inline_commits: usize,
+    replica: bool,
 }
 
 impl OpenOptions {
@@ -49,6 +50,7 @@ impl OpenOptions {
             max_page_count: self.max_page_count,
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
+            replica: self.replica,
             ..Options::default()
         }
     }
@@ -71,7 +73,7 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval and inline_commits",
+                         max_page_count, sweep_interval, inline_commits and replica",
                     ),
                 ))
             }

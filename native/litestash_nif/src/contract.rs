@@ -2,8 +2,7 @@
 //! tools: a term to its MessagePack bytes and back.
 
 use crate::error::{error_tuple, guard, ok, result};
-use crate::term::{to_term, to_value, Budget, Refusal};
-use litestash_core::{Error, ErrorKind};
+use crate::term::{to_term, to_value, Budget};
 use rustler::{Binary, Env, NifResult, Term};
 
 /// The contract encoding of a term.
@@ -15,14 +14,7 @@ fn encode_value<'a>(env: Env<'a>, value: Term<'a>) -> NifResult<Term<'a>> {
                 Ok(bytes) => ok(env, rustler::OwnedBinary::from_slice(&bytes).release(env)),
                 Err(e) => error_tuple(env, &e),
             },
-            Err(Refusal::Error(e)) => error_tuple(env, &e),
-            Err(Refusal::OverBudget) => error_tuple(
-                env,
-                &Error::new(
-                    ErrorKind::Internal,
-                    "a walk without limit ran out of budget",
-                ),
-            ),
+            Err(refusal) => error_tuple(env, &refusal.into_error()),
         })
     })
 }

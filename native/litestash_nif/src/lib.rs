@@ -16,6 +16,7 @@ mod error;
 mod events;
 mod read;
 mod registry;
+mod replica;
 mod reply;
 mod resource;
 mod term;

@@ -9,6 +9,10 @@ use rustler::{Encoder, Env, Term};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, OnceLock};
 
+rustler::atoms! {
+    skipped,
+}
+
 /// Runs `work` (a send from an owned env) on a thread the VM does not
 /// manage: only such threads may send that way. From a scheduler thread
 /// it goes to one long-lived mailer thread.
@@ -64,6 +68,14 @@ pub fn reply_to(env: Env, reference: Term) -> Reply {
 pub fn answer(env: Env, outcome: Result<Outcome, Error>) -> Term {
     match outcome {
         Ok(Outcome::Integer(n)) => ok(env, n),
+        Ok(Outcome::Replicated(answers)) => ok(
+            env,
+            answers
+                .into_iter()
+                .map(|a| answer(env, a))
+                .collect::<Vec<Term>>(),
+        ),
+        Ok(Outcome::Skipped) => ok(env, skipped()),
         Ok(_) => atom::ok().encode(env),
         Err(e) => error_tuple(env, &e),
     }

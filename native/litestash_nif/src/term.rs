@@ -14,6 +14,30 @@ pub enum Refusal {
     /// The term is larger than a normal scheduler should walk: the caller
     /// retries on a dirty CPU scheduler.
     OverBudget,
+    /// The term holds a struct: Elixir converts it through
+    /// `LiteStash.Encoder` and retries, so that the common value costs no
+    /// walk in Elixir first.
+    Struct,
+}
+
+impl Refusal {
+    /// The error to answer with: an overrun can only mean a bug where no
+    /// limit was set.
+    pub fn into_error(self) -> Error {
+        match self {
+            Refusal::Error(e) => e,
+            Refusal::OverBudget => Error::new(
+                ErrorKind::Internal,
+                "a walk without limit ran out of budget",
+            ),
+            // Where no Elixir side encodes structs (the contract's own
+            // encoding), a struct is refused.
+            Refusal::Struct => Error::new(
+                ErrorKind::UnsupportedValue,
+                "cannot store a struct as such (LiteStash.Encoder converts it first)",
+            ),
+        }
+    }
 }
 
 impl From<Error> for Refusal {
@@ -152,6 +176,9 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
                 return Err(too_deep());
             }
             budget.spend(1, 5)?;
+            if is_struct(term) {
+                return Err(Refusal::Struct);
+            }
             let iter = MapIterator::new(term).ok_or_else(|| refuse("this map"))?;
             let mut entries = Vec::with_capacity(term.map_size().unwrap_or(0));
             let mut atom_keys = false;
@@ -175,6 +202,12 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
         TermType::Fun => Err(refuse("a function")),
         TermType::Unknown => Err(refuse("a term of unknown type")),
     }
+}
+
+/// Whether `map` is an Elixir struct: its `__struct__` key holds an atom.
+fn is_struct(map: Term) -> bool {
+    map.map_get(atom::__struct__())
+        .is_ok_and(|module| module.get_type() == TermType::Atom)
 }
 
 /// An atom's name as UTF-8. NIF version 2.16 (OTP 25) reads atom names

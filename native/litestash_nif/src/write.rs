@@ -21,6 +21,7 @@ use std::os::raw::c_int;
 
 rustler::atoms! {
     queued,
+    encode_structs,
 }
 
 /// Builds a write's request from its arguments after the server and the
@@ -57,6 +58,7 @@ fn enter<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> NifResult<Term<
         Ok(match (nif.build)(&args[2..], &mut Budget::normal()) {
             Err(Refusal::OverBudget) => reschedule(env, nif, args, false),
             Err(Refusal::Error(e)) => error_tuple(env, &e),
+            Err(Refusal::Struct) => encode_structs().encode(env),
             Ok(request) => hand_over(env, &store.store, request, None, args[1]),
         })
     })
@@ -76,14 +78,8 @@ fn resume<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> Term<'a> {
         };
         Ok(match (nif.build)(&args[2..], &mut Budget::unlimited()) {
             Ok(request) => hand_over(env, &store.store, request, slot, args[1]),
-            Err(Refusal::Error(e)) => error_tuple(env, &e),
-            Err(Refusal::OverBudget) => error_tuple(
-                env,
-                &Error::new(
-                    ErrorKind::Internal,
-                    "a walk without limit ran out of budget",
-                ),
-            ),
+            Err(Refusal::Struct) => encode_structs().encode(env),
+            Err(refusal) => error_tuple(env, &refusal.into_error()),
         })
     });
     done.unwrap_or_else(|_| panicked(env))
@@ -296,3 +292,28 @@ write_nif!(
 );
 write_nif!(clear, CLEAR, clear_dirty, false, build_clear, []);
 write_nif!(compact, COMPACT, compact_dirty, false, build_compact, []);
+
+write_nif!(
+    replica_apply,
+    REPLICA_APPLY,
+    replica_apply_dirty,
+    false,
+    build_replica_apply,
+    [shard, index, now_ms, ops]
+);
+write_nif!(
+    shard_install,
+    SHARD_INSTALL,
+    shard_install_dirty,
+    false,
+    build_shard_install,
+    [shard, src]
+);
+
+fn build_replica_apply(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_apply(args, budget)
+}
+
+fn build_shard_install(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    crate::replica::build_install(args, budget)
+}

@@ -216,7 +216,7 @@ impl ShardFile {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(|e| self.err(e))?;
         }
-        self.create_tables(&conn)?;
+        self.create_tables(&conn, options.replica)?;
         Ok(conn)
     }
 
@@ -242,7 +242,7 @@ impl ShardFile {
     /// Creates whatever tables are missing and stamps a new file, in one
     /// transaction, re-checking identity under the write lock (another
     /// process may be creating the same file).
-    fn create_tables(&self, conn: &Connection) -> Result<()> {
+    fn create_tables(&self, conn: &Connection, replica: bool) -> Result<()> {
         conn.execute_batch(sql::BEGIN_WRITE)
             .map_err(|e| self.err(e))?;
         let result = (|| {
@@ -255,6 +255,9 @@ impl ShardFile {
                 ddl.push_str(&TableSql::ddl(table));
             }
             ddl.push_str(sql::EXPIRY_DDL);
+            if replica {
+                ddl.push_str(sql::REPLICA_DDL);
+            }
             if identity == Identity::Empty {
                 ddl.push_str(&sql::stamp(APPLICATION_ID, CONTRACT_VERSION));
             }
@@ -268,6 +271,12 @@ impl ShardFile {
         };
         conn.execute_batch(end).map_err(|e| self.err(e))?;
         result
+    }
+
+    /// Whether the file holds the replica table (contract section 10).
+    pub(crate) fn is_replica(&self, conn: &Connection) -> Result<bool> {
+        conn.query_row(sql::HAS_REPLICA_TABLE, [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Opens a read connection to a file the writer has already checked.

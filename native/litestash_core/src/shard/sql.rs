@@ -10,10 +10,27 @@ pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub(crate) const BEGIN_READ: &str = "BEGIN";
 pub(crate) const COMMIT: &str = "COMMIT";
 pub(crate) const ROLLBACK: &str = "ROLLBACK";
-/// A savepoint around one write of a batch, so that it fails alone.
-pub(crate) const SAVEPOINT: &str = "SAVEPOINT w";
-pub(crate) const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO w";
-pub(crate) const RELEASE_SAVEPOINT: &str = "RELEASE w";
+/// The three statements of one savepoint.
+#[derive(Debug)]
+pub(crate) struct Savepoint {
+    pub begin: &'static str,
+    pub rollback: &'static str,
+    pub release: &'static str,
+}
+
+/// Around one write of a batch, so that it fails alone.
+pub(crate) const WRITE_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT w",
+    rollback: "ROLLBACK TO w",
+    release: "RELEASE w",
+};
+
+/// Around one op of a replicated entry (inside the write's own).
+pub(crate) const OP_SAVEPOINT: Savepoint = Savepoint {
+    begin: "SAVEPOINT r",
+    rollback: "ROLLBACK TO r",
+    release: "RELEASE r",
+};
 
 /// The contract's optional expiry table (section 9).
 pub(crate) const EXPIRY_DDL: &str =
@@ -183,3 +200,22 @@ impl TableSql {
         )
     }
 }
+
+/// The contract's optional replica table (section 10).
+pub(crate) const REPLICA_DDL: &str = "CREATE TABLE IF NOT EXISTS litestash_replica (\n  \
+     name VARCHAR NOT NULL PRIMARY KEY,\n  value BLOB NOT NULL\n);\n";
+
+/// Whether the file has the replica table: it is a replica's.
+pub(crate) const HAS_REPLICA_TABLE: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'litestash_replica')";
+
+/// The name under which a replica keeps the index of the last log entry
+/// it applied.
+pub(crate) const APPLIED_INDEX: &str = "applied_index";
+
+/// A replica's value `?1` (MessagePack).
+pub(crate) const REPLICA_GET: &str = "SELECT value FROM litestash_replica WHERE name = ?1";
+
+/// Sets a replica's value: `?1` name, `?2` MessagePack bytes.
+pub(crate) const REPLICA_SET: &str = "INSERT INTO litestash_replica (name, value) VALUES (?1, ?2) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value";

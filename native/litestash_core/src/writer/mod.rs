@@ -7,8 +7,11 @@
 //! does between batches (checkpoints, sweeps, compaction).
 
 pub(crate) mod op;
+mod replica;
+pub(crate) use replica::applied_index as replica_applied_index;
 mod upkeep;
 
+use crate::clock::Now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
 use crate::locks::lock;
@@ -128,6 +131,7 @@ pub(crate) fn spawn(
     options: &Options,
     hook: HookSlot,
     pending: Pending,
+    replica: bool,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
@@ -161,6 +165,8 @@ pub(crate) fn spawn(
         last_busy: None,
         compacting: Vec::new(),
         hook,
+        replica,
+        replay_clock: None,
         #[cfg(feature = "test-hooks")]
         panic_next: false,
     };
@@ -277,12 +283,23 @@ pub(crate) struct Writer {
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
+    /// The file is a replica's (contract section 10): only replicated ops
+    /// write it, and it is not swept here.
+    replica: bool,
+    /// The clock of the replicated entry being applied; `None` for the
+    /// wall clock.
+    replay_clock: Option<Now>,
     /// Test hook: the next write applied panics.
     #[cfg(feature = "test-hooks")]
     pub(crate) panic_next: bool,
 }
 
 impl Writer {
+    /// The clock of the write being applied.
+    fn now(&self) -> Now {
+        self.replay_clock.unwrap_or_else(Now::wall)
+    }
+
     /// `first` and what is already queued behind it, never waiting for
     /// more: a lone writer pays no batching delay. `true` when a shutdown
     /// was found in the queue.
@@ -307,15 +324,19 @@ impl Writer {
     /// panic while committing is an `Internal` error and the writer goes on.
     fn commit_one(&mut self, op: &Op) -> Result<Outcome> {
         let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| self.transaction(|w| w.apply(op))))
-            .inspect(|result| self.note_lock(started, result))
-            .unwrap_or_else(|_| {
-                self.abandon_transaction();
-                Err(Error::new(
-                    ErrorKind::Internal,
-                    "internal error while writing (a panic was caught)",
-                ))
-            });
+        let result = catch_unwind(AssertUnwindSafe(|| match op {
+            // A snapshot is installed outside any transaction.
+            Op::Install(path) => self.install(path).map(|()| Outcome::Done),
+            op => self.transaction(|w| w.apply(op)),
+        }))
+        .inspect(|result| self.note_lock(started, result))
+        .unwrap_or_else(|_| {
+            self.abandon_transaction();
+            Err(Error::new(
+                ErrorKind::Internal,
+                "internal error while writing (a panic was caught)",
+            ))
+        });
         self.report_commit(1, started);
         result
     }
@@ -368,17 +389,28 @@ impl Writer {
 
     /// Commits `batch`; the callers' answers, not yet sent.
     fn commit_batch(&mut self, mut batch: Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
-        // Compaction runs in steps between batches, never inside one.
+        // Compaction runs in steps between batches, never inside one, and
+        // an install replaces the file outside any transaction.
+        let mut answers = Vec::new();
         let mut i = 0;
         while i < batch.len() {
-            if matches!(batch[i].op, Op::Compact) {
-                let job = batch.swap_remove(i);
-                self.start_compaction(job.reply);
-            } else {
-                i += 1;
+            match &batch[i].op {
+                Op::Compact => {
+                    let job = batch.remove(i);
+                    self.start_compaction(job.reply);
+                }
+                Op::Install(path) => {
+                    let result = self.install(&path.clone()).map(|()| Outcome::Done);
+                    answers.push((batch.remove(i).reply, result));
+                }
+                _ => i += 1,
             }
         }
-        let mut answers = self.answer_timed_out(&mut batch);
+        if !answers.is_empty() {
+            answers.extend(self.commit_batch(batch));
+            return answers;
+        }
+        answers = self.answer_timed_out(&mut batch);
         if batch.is_empty() {
             return answers;
         }
@@ -472,18 +504,24 @@ impl Writer {
     /// Applies one write inside a savepoint, so that its failure undoes it
     /// alone. `Err` only when the whole transaction is lost.
     fn apply_isolated(&mut self, op: &Op) -> Result<Result<Outcome>> {
-        self.exec(sql::SAVEPOINT)?;
+        self.apply_in(&sql::WRITE_SAVEPOINT, op)
+    }
+
+    /// Applies `op` inside `savepoint`: its failure undoes it alone. `Err`
+    /// only when SQLite rolled the whole transaction back (disk full, I/O
+    /// error).
+    fn apply_in(&mut self, savepoint: &sql::Savepoint, op: &Op) -> Result<Result<Outcome>> {
+        self.exec(savepoint.begin)?;
         let result = self.apply(op);
         if self.conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O error).
             return Err(result.err().unwrap_or_else(|| {
                 Error::new(ErrorKind::Internal, "transaction ended unexpectedly")
             }));
         }
         if result.is_err() {
-            self.exec(sql::ROLLBACK_TO_SAVEPOINT)?;
+            self.exec(savepoint.rollback)?;
         }
-        self.exec(sql::RELEASE_SAVEPOINT)?;
+        self.exec(savepoint.release)?;
         Ok(result)
     }
 

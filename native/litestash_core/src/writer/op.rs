@@ -2,7 +2,7 @@
 //! file, inside the transaction its writer opened.
 
 use super::Writer;
-use crate::clock::{now_ms, now_parts};
+use crate::clock::Now;
 use crate::codec::{canonical, decode, encode, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reply::Outcome;
@@ -54,6 +54,18 @@ pub(crate) enum Op {
     Clear,
     /// Gives free pages back to the file system, in bounded steps.
     Compact,
+    /// Deletes up to this many expired keys (a replicated sweep).
+    Sweep(usize),
+    /// The ops of one replication log entry, applied with its index and
+    /// its clock (see `writer/replica.rs`).
+    Replicated {
+        index: u64,
+        now_ms: i64,
+        ops: Vec<Op>,
+    },
+    /// Replaces the file's contents with the database at this path (a
+    /// replica catching up from a snapshot).
+    Install(std::path::PathBuf),
 }
 
 /// Bytes counted for a write besides its key and value.
@@ -105,7 +117,7 @@ impl Writer {
     /// key found here is deleted on the spot.
     fn live(&self, target: &Target) -> Result<Option<Option<Vec<u8>>>> {
         match self.file.read_row(&self.conn, target.table, &target.hash)? {
-            Some(row) if row.expired(now_ms()) => {
+            Some(row) if row.expired(self.now().ms) => {
                 self.remove(target.table, &target.hash)?;
                 Ok(None)
             }
@@ -120,7 +132,7 @@ impl Writer {
         if std::mem::take(&mut self.panic_next) {
             panic!("a panic injected by a test, inside a write's transaction");
         }
-        let (secs, micros) = now_parts();
+        let Now { secs, micros, .. } = self.now();
         match op {
             Op::Put(rows) => {
                 for row in rows {
@@ -170,6 +182,18 @@ impl Writer {
                 self.sql(sql::EXPIRY_CLEAR, [])?;
             }
             Op::Compact => {}
+            Op::Sweep(limit) => {
+                self.sweep(*limit)?;
+            }
+            Op::Replicated { index, now_ms, ops } => {
+                return self.apply_replicated(*index, *now_ms, ops)
+            }
+            Op::Install(_) => {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    "a snapshot is installed between transactions, never inside one",
+                ))
+            }
         }
         Ok(Outcome::Done)
     }

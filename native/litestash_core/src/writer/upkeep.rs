@@ -2,7 +2,6 @@
 //! sweeps and stepwise compaction.
 
 use super::Writer;
-use crate::clock::now_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 use crate::reply::{Outcome, Reply};
@@ -27,7 +26,8 @@ impl Writer {
     /// Work done between batches: checkpoints, expiry sweeps, compaction.
     pub(super) fn background(&mut self) {
         self.checkpoint_if_due();
-        if Instant::now() >= self.next_sweep {
+        // A replica's expired keys are swept through its log, never here.
+        if Instant::now() >= self.next_sweep && !self.replica {
             let started = Instant::now();
             // Briefly: another process holding the lock must not make the
             // callers' next batch wait behind a sweep's busy timeout too.
@@ -75,14 +75,14 @@ impl Writer {
     }
 
     /// Deletes up to `limit` expired keys (row and expiry row together).
-    fn sweep(&mut self, limit: usize) -> Result<usize> {
+    pub(super) fn sweep(&mut self, limit: usize) -> Result<usize> {
         let due: Vec<String> = {
             let mut stmt = self
                 .conn
                 .prepare_cached(&sql::expiry_due(limit))
                 .map_err(|e| self.file.err(e))?;
             let rows = stmt
-                .query_map([now_ms()], |r| r.get(0))
+                .query_map([self.now().ms], |r| r.get(0))
                 .map_err(|e| self.file.err(e))?;
             rows.collect::<rusqlite::Result<_>>()
                 .map_err(|e| self.file.err(e))?
