@@ -196,7 +196,7 @@ defmodule LiteStash.ExpiryTest do
         LiteStash.compare_and_set(s, "k", nil, 1, ttl: "1")
       end
 
-      assert_raise ArgumentError, ~r/unknown option.*LiteStash.compare_and_set/, fn ->
+      assert_raise ArgumentError, ~r/unknown option :ttl_ms.*compare_and_set\/5/, fn ->
         LiteStash.compare_and_set(s, "k", nil, 1, ttl_ms: 5)
       end
 
