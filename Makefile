@@ -28,6 +28,7 @@ test: export LITESTASH_INTEROP_PYTHON := $(abspath $(INTEROP_VENV)/bin/python)
 test: elixir interop-venv
 	cargo test --workspace --all-features --locked
 	mix test
+	mix test --only scheduler
 	cd bench && mix test
 
 interop-venv: $(INTEROP_STAMP)

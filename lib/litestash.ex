@@ -20,45 +20,78 @@ defmodule LiteStash do
 
   ## Usage
 
-      {:ok, _pid} = LiteStash.start_link(data_dir: "./data")
+  Each example below runs when pasted into `iex -S mix`, in order (a test
+  runs them, twice, on the same data dir):
 
-      :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
-      {:ok, %{"name" => "Alice", "score" => 99}} = LiteStash.get("user:1001")
+  ```elixir
+  {:ok, _pid} = LiteStash.start_link(data_dir: "./data")
 
-      :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
-      {:ok, [0.1, 0.5, 0.9]} = LiteStash.get("vec:1")
+  :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
+  {:ok, %{"name" => "Alice", "score" => 99}} = LiteStash.get("user:1001")
+
+  :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
+  {:ok, [0.1, 0.5, 0.9]} = LiteStash.get("vec:1")
+  ```
 
   Put it in your supervision tree with `{LiteStash, data_dir: "./data"}`.
 
   Keys can expire, the store can be walked lazily, counters and conditional
   writes are atomic, and a running store can be backed up:
 
-      :ok = LiteStash.set("session:abc", %{"user" => 1001}, ttl: 60_000)
-      {:ok, _ms_left} = LiteStash.ttl("session:abc")
+  ```elixir
+  :ok = LiteStash.set("session:abc", %{"user" => 1001}, ttl: 60_000)
+  {:ok, _ms_left} = LiteStash.ttl("session:abc")
 
-      LiteStash.stream(prefix: "user:") |> Enum.take(10)
+  LiteStash.stream(prefix: "user:") |> Enum.take(10)
 
-      {:ok, 1} = LiteStash.incr("hits")
-      :ok = LiteStash.put_new("lock:job-7", "owner-a")
-      :ok = LiteStash.compare_and_set("lock:job-7", "owner-a", "owner-b")
+  :ok = LiteStash.delete("hits")
+  {:ok, 1} = LiteStash.incr("hits")
+  :ok = LiteStash.delete("lock:job-7")
+  :ok = LiteStash.put_new("lock:job-7", "owner-a")
+  :ok = LiteStash.compare_and_set("lock:job-7", "owner-a", "owner-b")
 
-      :ok = LiteStash.backup("/tmp/kv-backup")
-      {:ok, _per_shard} = LiteStash.info()
-      :ok = LiteStash.compact()
+  dest = Path.join(System.tmp_dir!(), "kv-backup-\#{System.os_time(:millisecond)}")
+  :ok = LiteStash.backup(dest)
+  {:ok, _per_shard} = LiteStash.info()
+  :ok = LiteStash.compact()
+  ```
+
   Several stores can run at once under different names and data dirs; every
   data function takes the store's name or pid as an optional first argument.
   A name is any GenServer name, and `name: nil` starts an anonymous store:
 
-      {:ok, _} = LiteStash.start_link(name: :sessions, data_dir: "/var/lib/app/sessions")
-      :ok = LiteStash.set(:sessions, "abc", %{"user" => 1})
+  ```elixir
+  {:ok, _} = LiteStash.start_link(name: :sessions, data_dir: "./sessions")
+  :ok = LiteStash.set(:sessions, "abc", %{"user" => 1})
+  ```
 
-      {:ok, pid} = LiteStash.start_link(name: nil, data_dir: "/var/lib/app/scratch")
-      :ok = LiteStash.set(pid, "abc", 1)
+  An anonymous store on `data_dir: :memory` has no files, the data gone
+  when it stops: what a test wants (see the README's "Testing"):
+
+  ```elixir
+  {:ok, pid} = LiteStash.start_link(name: nil, data_dir: :memory)
+  :ok = LiteStash.set(pid, "abc", 1)
+  :ok = LiteStash.stop(pid)
+  ```
 
   ## Options
 
     * `:data_dir` - the directory of the 16 shard files, created when
-      missing. Default `"./data"`.
+      missing. It must be missing, empty or a LiteStash data dir: a
+      directory of other files is refused with `reason: :not_litestash`.
+      `:memory` keeps the 16 shards in SQLite in-memory databases instead:
+      the same API and no files, the data gone when the store stops (see
+      "Testing" in the README). Default `"./data"`.
+    * `:read_only` - `true` opens an existing data dir for reads only, for
+      example one another OS process writes or a directory you may only
+      read: no writer threads, read-only SQLite connections, and every
+      write (`set`, `delete`, `incr`, `compact`, ...) returns
+      `{:error, %LiteStash.Error{reason: :read_only}}` naming the data dir.
+      A missing data dir is an error, not created. SQLite reads a WAL file
+      read-only when its `-wal` and `-shm` files exist and are readable
+      (a store that has the dir open keeps them) or when it may create them
+      (the directory is writable; a store that was stopped leaves neither).
+      `backup/2`, `info/1` and every read work. Default `false`.
     * `:name` - the name the store is registered and called under: an
       atom, `{:global, term}` or `{:via, module, term}` (any GenServer
       name), or `nil` for an anonymous store called by the pid that
@@ -89,6 +122,10 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:max_streams` - how many `stream/2`s may be open on the store at
+      once (each holds an SQLite connection, so file descriptors, until it
+      is done or halted). Past it, enumerating another raises
+      `LiteStash.Error` with `reason: :too_many_streams`, at once. Default `64`.
     * `:replica` - `true` opens the data dir as one replica of a clustered
       store: its files get the contract's replica table (section 10), and
       only the cluster's log writes them (every other write answers
@@ -151,13 +188,15 @@ defmodule LiteStash do
           | %{optional(value()) => value()}
   @typedoc "An option of `start_link/1`."
   @type option ::
-          {:data_dir, Path.t()}
+          {:data_dir, Path.t() | :memory}
+          | {:read_only, boolean()}
           | {:name, name()}
           | {:synchronous, :normal | :full}
           | {:busy_timeout, non_neg_integer()}
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:max_streams, pos_integer()}
           | {:replica, boolean()}
 
   @defaults [
@@ -168,6 +207,8 @@ defmodule LiteStash do
     max_page_count: nil,
     sweep_interval: 1_000,
     inline_commits: 1,
+    read_only: false,
+    max_streams: 64,
     replica: false
   ]
 
@@ -182,10 +223,11 @@ defmodule LiteStash do
   supervisors understand; the data dir is then released at once. See
   "Options" in the module doc.
 
-      iex> dir = Path.join(System.tmp_dir!(), "litestash-doc-#{System.unique_integer([:positive])}")
-      iex> {:ok, pid} = LiteStash.start_link(data_dir: dir, name: :doc_store)
+      iex> {:ok, pid} = LiteStash.start_link(data_dir: :memory, name: :doc_store)
       iex> is_pid(pid)
       true
+      iex> LiteStash.set(:doc_store, "k", 1)
+      :ok
       iex> LiteStash.stop(:doc_store)
       :ok
   """
@@ -193,10 +235,12 @@ defmodule LiteStash do
           {:ok, pid()} | {:error, Error.t()} | {:error, {:already_started, pid()}}
   def start_link(opts \\ []) do
     opts = validate_options!(opts)
-    path = opts |> Keyword.fetch!(:data_dir) |> Path.expand()
+    memory? = opts[:data_dir] == :memory
+    path = if memory?, do: "", else: Path.expand(opts[:data_dir])
 
     # Every validated option but these two reaches the NIF, as a map.
-    native_options = opts |> Keyword.drop([:name, :data_dir]) |> Map.new()
+    native_options =
+      opts |> Keyword.drop([:name, :data_dir]) |> Map.new() |> Map.put(:memory, memory?)
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -246,17 +290,25 @@ defmodule LiteStash do
     end
 
     Enum.each(opts, fn {key, value} -> validate_option!(key, value) end)
+
+    if opts[:read_only] == true and opts[:data_dir] == :memory do
+      raise ArgumentError,
+            "read_only: true needs a data dir to read: an in-memory store (data_dir: :memory) starts empty"
+    end
+
     Keyword.merge(@defaults, opts)
   end
 
   @option_expectations %{
-    data_dir: "a non-empty path string",
+    data_dir: "a non-empty path string or :memory",
+    read_only: "a boolean",
     name: "an atom, {:global, term}, {:via, module, term} or nil",
     synchronous: ":normal or :full",
     busy_timeout: "an integer of milliseconds from 0 to 86400000",
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
+    max_streams: "an integer from 1 to 65536",
     replica: "a boolean"
   }
 
@@ -280,7 +332,8 @@ defmodule LiteStash do
     end
   end
 
-  defp valid_option?(:data_dir, dir), do: is_binary(dir) and dir != ""
+  defp valid_option?(:data_dir, dir), do: dir == :memory or (is_binary(dir) and dir != "")
+  defp valid_option?(:read_only, flag), do: is_boolean(flag)
   defp valid_option?(:name, name) when is_atom(name), do: name not in [true, false]
   defp valid_option?(:name, {:global, _}), do: true
   defp valid_option?(:name, {:via, module, _}), do: is_atom(module)
@@ -290,6 +343,7 @@ defmodule LiteStash do
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+  defp valid_option?(:max_streams, n), do: is_integer(n) and n >= 1 and n <= 65_536
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
 
   ## Writes
@@ -313,16 +367,16 @@ defmodule LiteStash do
   (nothing is written, an earlier value is kept), `:closed`, `:disk_full` and
   other storage errors. A key that is not a binary raises `ArgumentError`.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_set)
-      iex> LiteStash.set(:doc_set, "user:1001", %{name: "Alice", score: 99})
+  The examples use the default store, started as in the module doc's
+  "Usage":
+
+      iex> LiteStash.set("user:1001", %{name: "Alice", score: 99})
       :ok
-      iex> LiteStash.get(:doc_set, "user:1001")
+      iex> LiteStash.get("user:1001")
       {:ok, %{"name" => "Alice", "score" => 99}}
-      iex> LiteStash.set(:doc_set, "session:1", %{"user" => 1001}, ttl: 60_000)
+      iex> LiteStash.set("session:1", %{"user" => 1001}, ttl: 60_000)
       :ok
-      iex> {:error, %LiteStash.Error{reason: :unsupported_value}} = LiteStash.set(:doc_set, "t", {1, 2})
-      iex> LiteStash.stop(:doc_set)
-      :ok
+      iex> {:error, %LiteStash.Error{reason: :unsupported_value}} = LiteStash.set("t", {1, 2})
   """
   @spec set(server(), key(), value(), keyword()) :: :ok | {:error, Error.t()}
   def set(server, key, value, opts) do
@@ -424,14 +478,13 @@ defmodule LiteStash do
   is `get(server, key)`: `get(LiteStash, key, default)`. Raises
   `LiteStash.Error` when the store cannot answer (for example `:closed`).
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_get3)
-      iex> LiteStash.get(:doc_get3, "missing", 0)
+  On the default store (see the module doc's "Usage"):
+
+      iex> LiteStash.get(LiteStash, "missing", 0)
       0
-      iex> :ok = LiteStash.set(:doc_get3, "there", 1)
-      iex> LiteStash.get(:doc_get3, "there", 0)
+      iex> :ok = LiteStash.set("there", 1)
+      iex> LiteStash.get(LiteStash, "there", 0)
       1
-      iex> LiteStash.stop(:doc_get3)
-      :ok
   """
   @spec get(server(), key(), default) :: value() | default when default: term()
   def get(server, key, default) do
@@ -458,8 +511,16 @@ defmodule LiteStash do
   @doc """
   Reads several keys at once: `{:ok, %{key => value}}` with the keys that
   are stored (missing keys are left out).
+
+  A key whose stored value is not valid MessagePack (written by something
+  else) maps to `{:error, %LiteStash.Error{reason: :corrupt_value}}`, as
+  `get/2` would answer for it; the other keys are read as usual. No stored
+  value is ever a tuple, so `{:error, _}` cannot be mistaken for one.
+  `{:error, %LiteStash.Error{}}` for the whole call means the store could
+  not read (`:closed`, `:corrupt` shard file, I/O errors).
   """
-  @spec mget(server(), [key()]) :: {:ok, %{key() => value()}} | {:error, Error.t()}
+  @spec mget(server(), [key()]) ::
+          {:ok, %{key() => value() | {:error, Error.t()}}} | {:error, Error.t()}
   def mget(server \\ __MODULE__, keys) when is_list(keys) do
     keys = Enum.map(keys, &Args.key!/1)
 
@@ -519,23 +580,32 @@ defmodule LiteStash do
   A lazy `Stream` of `{key, value}` over the whole store, or over the keys
   that start with `prefix:`.
 
-  The stream reads one shard at a time, `chunk_size` rows per NIF call, so its
-  memory stays bounded whatever the store's size. Each shard is read in one
-  consistent snapshot (writes that commit during the walk of a shard are not
-  seen in it). Order: by key within a shard, unordered across the 16 shards.
-  Expired keys are left out. A read error raises `LiteStash.Error`.
+  The stream reads one shard at a time, at most `chunk_size` pairs and about
+  4 MiB of keys and values per NIF call (one pair if its value alone is
+  larger), so its memory stays bounded whatever the store's size and its
+  values' sizes. Each shard is read in one consistent snapshot (writes that
+  commit during the walk of a shard are not seen in it). Order: by key
+  within a shard, unordered across the 16 shards. Expired keys are left out.
+
+  A stored value that is not valid MessagePack (written by something else)
+  comes as `{key, {:error, %LiteStash.Error{reason: :corrupt_value}}}`, the
+  message naming the key, and the stream goes on with the next key: no
+  stored value is ever a tuple, so match on `{:error, _}` to tell. Any other
+  read error raises `LiteStash.Error`, as does opening a stream past the
+  store's `:max_streams` (`reason: :too_many_streams`). An open stream holds
+  a connection until it is done, halted (`Enum.take/2` and the like), or its
+  process exits.
 
   ## Options
 
     * `:prefix` - only keys that start with this string. Default `""` (all).
-    * `:chunk_size` - rows read per call. Default `500`.
+    * `:chunk_size` - most pairs read per call. Default `500`.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_stream)
-      iex> :ok = LiteStash.mset(:doc_stream, %{"user:1" => 1, "user:2" => 2, "other" => 3})
-      iex> LiteStash.stream(:doc_stream, prefix: "user:") |> Enum.sort()
-      [{"user:1", 1}, {"user:2", 2}]
-      iex> LiteStash.stop(:doc_stream)
-      :ok
+  On the default store (see the module doc's "Usage"):
+
+      iex> :ok = LiteStash.mset(%{"fruit:apple" => 1, "fruit:pear" => 2, "veg:leek" => 3})
+      iex> LiteStash.stream(prefix: "fruit:") |> Enum.sort()
+      [{"fruit:apple", 1}, {"fruit:pear", 2}]
   """
   @spec stream(server() | keyword(), keyword()) :: Enumerable.t()
   def stream(server_or_opts \\ [], opts \\ [])
@@ -643,13 +713,14 @@ defmodule LiteStash do
   Call it as `incr(key)`, `incr(key, by)`, `incr(server, key)` or
   `incr(server, key, by)`.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_incr)
-      iex> LiteStash.incr(:doc_incr, "hits")
-      {:ok, 1}
-      iex> LiteStash.incr(:doc_incr, "hits", 10)
-      {:ok, 11}
-      iex> LiteStash.stop(:doc_incr)
+  On the default store (see the module doc's "Usage"):
+
+      iex> LiteStash.delete("visits")
       :ok
+      iex> LiteStash.incr("visits")
+      {:ok, 1}
+      iex> LiteStash.incr("visits", 10)
+      {:ok, 11}
   """
   @spec incr(server(), key(), integer()) :: {:ok, integer()} | {:error, Error.t()}
   def incr(server, key, by), do: do_incr(server, Args.key!(key), Args.amount!(by, "incr/3"))
@@ -793,15 +864,16 @@ defmodule LiteStash do
   value written has no expiry (the rule of "Expiry" under `expire/3`). Returns `:ok`
   or the first error other than a lost race.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_update)
-      iex> LiteStash.update(:doc_update, "tags", ["new"], &["more" | &1])
+  On the default store (see the module doc's "Usage"):
+
+      iex> LiteStash.delete("tags")
       :ok
-      iex> LiteStash.update(:doc_update, "tags", ["new"], &["more" | &1])
+      iex> LiteStash.update("tags", ["new"], &["more" | &1])
       :ok
-      iex> LiteStash.get(:doc_update, "tags")
+      iex> LiteStash.update("tags", ["new"], &["more" | &1])
+      :ok
+      iex> LiteStash.get("tags")
       {:ok, ["more", "new"]}
-      iex> LiteStash.stop(:doc_update)
-      :ok
   """
   @spec update(server(), key(), value(), (value() -> value())) :: :ok | {:error, Error.t()}
   def update(server \\ __MODULE__, key, default, fun) when is_function(fun, 1),
@@ -814,13 +886,14 @@ defmodule LiteStash do
   `:pop`). Atomic against concurrent writers in the same way as `update/4`,
   at the same cost: `fun` may run more than once.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_gau)
-      iex> LiteStash.get_and_update(:doc_gau, "n", fn n -> {n, (n || 0) + 1} end)
-      {:ok, nil}
-      iex> LiteStash.get_and_update(:doc_gau, "n", fn n -> {n, n + 1} end)
-      {:ok, 1}
-      iex> LiteStash.stop(:doc_gau)
+  On the default store (see the module doc's "Usage"):
+
+      iex> LiteStash.delete("n")
       :ok
+      iex> LiteStash.get_and_update("n", fn n -> {n, (n || 0) + 1} end)
+      {:ok, nil}
+      iex> LiteStash.get_and_update("n", fn n -> {n, n + 1} end)
+      {:ok, 1}
   """
   @spec get_and_update(server(), key(), (value() | nil -> {result, value()})) ::
           {:ok, result} | {:error, Error.t()}

@@ -4,8 +4,6 @@ defmodule LiteStashTest do
   import LiteStash.Test.Helpers
   alias LiteStash.Error
 
-  doctest LiteStash
-
   @moduletag :tmp_dir
 
   describe "the seed's usage example" do

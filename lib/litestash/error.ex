@@ -19,19 +19,25 @@ defmodule LiteStash.Error do
     * `:disk_full` - the disk is full
     * `:corrupt` - a shard file is damaged; the message names it
     * `:busy` - another OS process held a lock past the busy timeout
-    * `:io`, `:permission_denied`, `:read_only` - the file system refused
+    * `:io`, `:permission_denied` - the file system refused
+    * `:read_only` - the file system refused a write, or the store was
+      started with `read_only: true` and refuses every write
     * `:not_a_directory` - a path that must be a directory is not, or the reverse
-    * `:not_litestash` - an SQLite file that is not a LiteStash shard
+    * `:not_litestash` - an SQLite file that is not a LiteStash shard, or a
+      data dir that is not empty and holds no shard
     * `:newer_version` - a file from a newer contract version
     * `:legacy_format` - a data dir of the Python litestash 0.1 package
     * `:incomplete_backup` - a dir where a backup was being made and did not
       finish (it holds `LITESTASH_BACKUP_INCOMPLETE`): not opened
     * `:invalid_argument` - an argument the store cannot use (a backup
-      destination that is not empty, a shard index out of range)
+      destination that is not empty or is inside the data dir, a shard
+      index out of range)
     * `:not_an_integer` - `incr/3` on a value that is not an integer, or a
       sum outside -2^63..2^63-1
     * `:exists` - `put_new/4` on a key that is stored
     * `:mismatch` - `compare_and_set/5` found another value
+    * `:too_many_streams` - as many streams are open on the store as its
+      `:max_streams` option allows
     * `:replicated` - the shard file is one replica of a clustered store
       (it holds the contract's `litestash_replica` table): it is written only
       through its cluster; a store opened without the cluster reads it
@@ -63,6 +69,7 @@ defmodule LiteStash.Error do
           | :not_an_integer
           | :exists
           | :mismatch
+          | :too_many_streams
           | :replicated
           | :internal
 

@@ -34,7 +34,8 @@ defmodule LiteStash.Native do
   ## admin.rs
 
   def shard_count, do: err()
-  # options: %{synchronous:, busy_timeout:, max_page_count:, sweep_interval:, inline_commits:}
+  # options: %{synchronous:, busy_timeout:, max_page_count:, sweep_interval:, inline_commits:,
+  #            read_only:, memory:, max_streams:} (with memory: true the path is ignored)
   def open(_path, _options), do: err()
   def monitor_owner(_store), do: err()
   def close(_store), do: err()
@@ -86,6 +87,7 @@ defmodule LiteStash.Native do
   ## events.rs
 
   def set_event_receiver(_store, _pid_or_nil), do: err()
+  def event_handled(_store), do: err()
 
   ## contract.rs
 
@@ -102,6 +104,8 @@ defmodule LiteStash.Native do
   def debug_panic, do: err()
   def debug_panic_in_next_write(_store, _key), do: err()
   def debug_capture_panics(_on?), do: err()
+  def debug_fits_normal_budget(_value), do: err()
+  def debug_pairs_fit_normal_budget(_pairs), do: err()
 
   defp err, do: :erlang.nif_error(:nif_not_loaded)
 end

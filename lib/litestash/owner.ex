@@ -24,10 +24,18 @@ defmodule LiteStash.Owner do
   @spec stop(LiteStash.server()) :: :ok | {:error, LiteStash.Error.t()}
   def stop(server) do
     with {:ok, target} <- LiteStash.Call.target(server),
-         {:ok, _store} <- Native.lookup(target) do
+         {:ok, store} <- Native.lookup(target) do
       case if(is_pid(target), do: target, else: Process.whereis(target)) do
-        nil -> closed(server)
-        pid -> stop_owner(pid, server)
+        nil ->
+          closed(server)
+
+        pid ->
+          # The writers' events are turned off first: the few still in the
+          # mailbox (the NIF lets at most 64 wait) are then taken without
+          # running handlers, so a slow telemetry handler does not hold the
+          # stop.
+          Native.set_event_receiver(store, nil)
+          stop_owner(pid, server)
       end
     end
   end
@@ -68,8 +76,12 @@ defmodule LiteStash.Owner do
   defp schedule_refresh, do: Process.send_after(self(), :refresh_telemetry, @refresh_ms)
 
   @impl GenServer
-  def handle_info({:litestash_event, kind, shard, count, duration_us}, state) do
-    LiteStash.Telemetry.writer_event(state.name, kind, shard, count, duration_us)
+  def handle_info({:litestash_event, kind, shard, count, duration_us, dropped}, state) do
+    # Frees the event's place first: a handler that raises loses none.
+    if Native.event_handled(state.store) do
+      LiteStash.Telemetry.writer_event(state.name, kind, shard, count, duration_us, dropped)
+    end
+
     {:noreply, state}
   end
 

@@ -15,9 +15,10 @@ defmodule LiteStash.Telemetry do
     * `[:litestash, :command, :exception]` - as `:stop`, plus `kind`,
       `reason` and `stacktrace` in the metadata, when a command raises.
     * `[:litestash, :commit, :stop]` - one per group commit of a shard
-      writer: measurements `%{duration, batch_size}`, metadata `%{store, shard}`.
+      writer: measurements `%{duration, batch_size, dropped}`, metadata
+      `%{store, shard}`.
     * `[:litestash, :sweep, :stop]` - one per expiry sweep that deleted keys:
-      measurements `%{duration, deleted}`, metadata `%{store, shard}`.
+      measurements `%{duration, deleted, dropped}`, metadata `%{store, shard}`.
     * `[:litestash, :backup, :stop]` - measurements `%{duration}`, metadata
       `%{store, dest, result}`.
 
@@ -28,6 +29,15 @@ defmodule LiteStash.Telemetry do
   the store starts and then once a second, so a handler attached later gets
   command events within a second. The writer events (`:commit`, `:sweep`)
   are emitted by the owner process, off the callers' path.
+
+  The writer events have backpressure: at most 64 of a store wait for its
+  owner at a time. When handlers are slower than the commits, the events
+  past that are dropped, not queued, and counted: the `dropped` measurement
+  of the next `:commit` or `:sweep` event delivered is the number of
+  writer events (of either kind) dropped since the one before it, `0` while
+  the handlers keep up. So the owner's mailbox stays bounded, and
+  `LiteStash.stop/1` does not wait behind a backlog: it turns the events
+  off first and the owner skips the ones still queued.
   """
 
   @doc false
@@ -100,15 +110,21 @@ defmodule LiteStash.Telemetry do
   defp outcome(_), do: %{result: :ok}
 
   @doc false
-  @spec writer_event(term(), :commit | :sweep, String.t(), non_neg_integer(), non_neg_integer()) ::
-          :ok
-  def writer_event(store, kind, shard, count, duration_us) do
+  @spec writer_event(
+          term(),
+          :commit | :sweep,
+          String.t(),
+          non_neg_integer(),
+          non_neg_integer(),
+          non_neg_integer()
+        ) :: :ok
+  def writer_event(store, kind, shard, count, duration_us, dropped) do
     count_key = if kind == :commit, do: :batch_size, else: :deleted
     duration = System.convert_time_unit(duration_us, :microsecond, :native)
 
     :telemetry.execute(
       [:litestash, kind, :stop],
-      %{:duration => duration, count_key => count},
+      %{:duration => duration, count_key => count, :dropped => dropped},
       %{store: store, shard: shard}
     )
   end

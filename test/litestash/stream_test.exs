@@ -154,4 +154,79 @@ defmodule LiteStash.StreamTest do
         Enum.reverse(acc)
     end
   end
+
+  describe "stream/2 bounds" do
+    alias LiteStash.Native
+
+    # Every chunk of shard `shard`'s walk, as the stream reads them.
+    defp chunks(s, shard, chunk_size) do
+      {:ok, cursor} = Native.snapshot_open(s, shard, "")
+
+      Stream.repeatedly(fn -> Native.snapshot_next(cursor, chunk_size, true) end)
+      |> Enum.take_while(&(&1 != {:ok, []}))
+      |> Enum.map(fn {:ok, chunk} -> chunk end)
+    end
+
+    test "a chunk holds at most chunk_size pairs", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.mset(s, for(i <- 1..3_000, do: {"k#{i}", i}))
+
+      for chunk_size <- [1, 10, 37] do
+        sizes = for shard <- 0..15, chunk <- chunks(s, shard, chunk_size), do: length(chunk)
+        assert Enum.sum(sizes) == 3_000
+        assert Enum.max(sizes) <= chunk_size, "chunk_size #{chunk_size}: #{Enum.max(sizes)}"
+      end
+    end
+
+    test "a chunk holds about 4 MiB at most, whatever chunk_size", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      mib = :binary.copy(<<0xFF>>, 1024 * 1024)
+      :ok = LiteStash.mset(s, for(i <- 1..40, do: {"big#{i}", mib}))
+
+      sizes = for shard <- 0..15, chunk <- chunks(s, shard, 500), do: length(chunk)
+      assert Enum.sum(sizes) == 40
+      assert Enum.max(sizes) <= 4
+      assert LiteStash.stream(s) |> Enum.count() == 40
+    end
+
+    test "past max_streams a stream raises :too_many_streams until one is done",
+         %{tmp_dir: dir} do
+      s = start_store!(dir, max_streams: 2)
+      :ok = LiteStash.set(s, "k", 1)
+      {:ok, first} = Native.snapshot_open(s, 0, "")
+      {:ok, _second} = Native.snapshot_open(s, 1, "")
+
+      error = assert_raise LiteStash.Error, fn -> LiteStash.stream(s) |> Enum.to_list() end
+      assert error.reason == :too_many_streams
+      assert error.message =~ "max_streams"
+
+      :ok = Native.snapshot_close(first)
+      assert LiteStash.stream(s) |> Enum.to_list() == [{"k", 1}]
+      # Done and halted streams give their place back.
+      assert LiteStash.stream(s) |> Enum.take(1) == [{"k", 1}]
+      assert LiteStash.stream(s) |> Enum.to_list() == [{"k", 1}]
+    end
+
+    test "open streams cannot use up the VM's file descriptors", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      fds = fn -> length(File.ls!("/proc/self/fd")) end
+      before = fds.()
+      opened = for shard <- 0..299, do: Native.snapshot_open(s, rem(shard, 16), "")
+      {ok, refused} = Enum.split_with(opened, &match?({:ok, _}, &1))
+      assert length(ok) == 64
+
+      assert Enum.all?(
+               refused,
+               &match?({:error, %LiteStash.Error{reason: :too_many_streams}}, &1)
+             )
+
+      # Each snapshot holds one connection: its file, WAL and shared memory.
+      assert fds.() - before <= 64 * 3 + 16
+      Enum.each(ok, fn {:ok, cursor} -> Native.snapshot_close(cursor) end)
+    end
+
+    test "max_streams must be a positive integer" do
+      assert_raise ArgumentError, ~r/max_streams/, fn -> LiteStash.start_link(max_streams: 0) end
+    end
+  end
 end

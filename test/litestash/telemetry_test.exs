@@ -131,4 +131,82 @@ defmodule LiteStash.TelemetryTest do
       500 -> acc
     end
   end
+
+  test "a slow handler: the owner's mailbox stays bounded, drops are counted, stop is prompt",
+       %{tmp_dir: dir, handler_id: id} do
+    :ok = :telemetry.detach(id)
+    parent = self()
+    # inline_commits: 0, so that every write is a commit event of a writer.
+    s = start_store!(dir, inline_commits: 0)
+    owner = Process.whereis(s)
+
+    slow = fn _event, measurements, %{store: store}, _ ->
+      if store == s do
+        send(parent, {:dropped, measurements.dropped})
+        Process.sleep(20)
+      end
+    end
+
+    :ok = :telemetry.attach("slow-#{id}", [:litestash, :commit, :stop], slow, nil)
+    on_exit(fn -> :telemetry.detach("slow-#{id}") end)
+    wait_until(&LiteStash.Telemetry.listening_now?/0, 3_000)
+    # The owner looks for handlers once a second: wait until it sends events.
+    :ok = LiteStash.set(s, "warm", 1)
+    assert_receive {:dropped, _}, 3_000
+
+    longest = write_watching_mailbox(s, owner)
+    IO.puts("\n  slow handler: longest owner mailbox #{longest} messages")
+    # 64 events at most, and the odd refresh tick.
+    assert longest <= 70
+
+    # Once the handler catches up, the events it got carry the drops.
+    wait_until(
+      fn -> Process.info(owner, :message_queue_len) == {:message_queue_len, 0} end,
+      10_000
+    )
+
+    dropped = collect_dropped(0)
+    IO.puts("  events dropped and reported: #{dropped}")
+    assert dropped > 0
+
+    # A full mailbox again, then stop: it does not wait for the handler.
+    write_watching_mailbox(s, owner)
+    {stop_us, :ok} = :timer.tc(fn -> LiteStash.stop(s) end)
+    IO.puts("  stop/1 behind a slow handler: #{div(stop_us, 1000)} ms")
+    assert stop_us < 2_000_000
+  end
+
+  # Writes 2,000 keys from 8 processes; the longest the owner's mailbox got.
+  defp write_watching_mailbox(s, owner) do
+    writers =
+      for w <- 1..8 do
+        Task.async(fn ->
+          for i <- 1..250, do: :ok = LiteStash.set(s, "w#{w}:#{i}", i)
+        end)
+      end
+
+    longest = watch(owner, writers, 0)
+    Task.await_many(writers, 60_000)
+    longest
+  end
+
+  defp watch(owner, tasks, longest) do
+    {:message_queue_len, n} = Process.info(owner, :message_queue_len)
+    longest = max(longest, n)
+
+    if Enum.any?(tasks, &Process.alive?(&1.pid)) do
+      Process.sleep(5)
+      watch(owner, tasks, longest)
+    else
+      longest
+    end
+  end
+
+  defp collect_dropped(sum) do
+    receive do
+      {:dropped, n} -> collect_dropped(sum + n)
+    after
+      0 -> sum
+    end
+  end
 end

@@ -165,10 +165,29 @@ defmodule LiteStash.Reliability.HostileFilesTest do
                LiteStash.get(s, damaged)
 
       assert message =~ damaged
-      assert {:error, %Error{reason: :corrupt_value}} = LiteStash.mget(s, [damaged])
       assert LiteStash.exists?(s, damaged)
       for key <- others, do: assert(LiteStash.get(s, key) == {:ok, key})
       assert LiteStash.mget(s, others) == {:ok, Map.new(others, &{&1, &1})}
+
+      # mget and stream give every good key, and the bad one its error.
+      assert {:ok, got} = LiteStash.mget(s, [damaged | others])
+
+      assert {{:error, %Error{reason: :corrupt_value, message: in_mget}}, good} =
+               Map.pop(got, damaged)
+
+      assert in_mget =~ damaged
+      assert good == Map.new(others, &{&1, &1})
+
+      for chunk_size <- [1, 500] do
+        streamed = LiteStash.stream(s, chunk_size: chunk_size) |> Enum.to_list()
+        assert length(streamed) == 20
+
+        assert {{:error, %Error{reason: :corrupt_value, message: in_stream}}, rest} =
+                 streamed |> Map.new() |> Map.pop(damaged)
+
+        assert in_stream =~ damaged
+        assert rest == Map.new(others, &{&1, &1})
+      end
 
       :ok = LiteStash.set(s, damaged, "repaired")
       assert LiteStash.get(s, damaged) == {:ok, "repaired"}

@@ -25,8 +25,8 @@ defmodule LiteStash.Test.Helpers do
     entries
   end
 
-  @doc "Starts a store on `dir` under a unique name, stopped when the test ends."
-  @spec start_store!(String.t(), keyword()) :: atom()
+  @doc "Starts a store on `dir` (or `:memory`) under a unique name, stopped when the test ends."
+  @spec start_store!(String.t() | :memory, keyword()) :: atom()
   def start_store!(dir, opts \\ []) do
     name = :"store_#{System.unique_integer([:positive])}"
     {:ok, _pid} = LiteStash.start_link([data_dir: dir, name: name] ++ opts)

@@ -9,34 +9,44 @@ defmodule Mix.Tasks.Litestash.Check do
       mix litestash.check DATA_DIR [--sample N]
 
   Prints a line per shard and exits with status 1 when anything is wrong.
-  Run it on a data dir that no VM has open for writing (it writes nothing
-  to the shard files).
+  It is meant for a data dir that no VM has open; on one that a running VM
+  has open (found from the locks SQLite holds) it says so, and checks what
+  it reads then, which may change under it.
 
   ## Options
 
     * `--sample N` - rows per table to re-check. Default 100.
+    * `--help` - prints this usage.
   """
   use Mix.Task
 
+  @usage "usage: mix litestash.check DATA_DIR [--sample N]"
+
   @impl Mix.Task
   def run(args) do
-    {opts, dirs} = OptionParser.parse!(args, strict: [sample: :integer])
+    {opts, dirs} = OptionParser.parse!(args, strict: [sample: :integer, help: :boolean])
 
     dir =
-      case dirs do
-        [dir] -> Path.expand(dir)
-        _ -> Mix.raise("usage: mix litestash.check DATA_DIR [--sample N]")
+      case {opts[:help], dirs} do
+        {true, _} -> nil
+        {_, [dir]} -> Path.expand(dir)
+        _ -> Mix.raise(@usage)
       end
 
+    if dir, do: check(dir, opts), else: Mix.shell().info(@moduledoc)
+  end
+
+  defp check(dir, opts) do
     Mix.Task.run("compile")
 
     case LiteStash.Native.inspect_dir(dir, true, Keyword.get(opts, :sample, 100)) do
       {:ok, reports} ->
         bad = Enum.reject(reports, &(&1.problems == []))
+        Mix.LiteStash.warn_in_use(dir, reports)
 
         for r <- reports do
           status = if r.problems == [], do: "ok  ", else: "FAIL"
-          Mix.shell().info("#{status} #{r.shard}: #{r.rows} rows")
+          Mix.shell().info("#{status} #{r.shard}: #{Mix.LiteStash.rows(r.rows)}")
           for p <- r.problems, do: Mix.shell().info("       #{p}")
         end
 

@@ -3,26 +3,35 @@ defmodule Mix.Tasks.Litestash.Stats do
   @moduledoc """
   Prints a table of each shard file's rows, keys with an expiry, and file
   and WAL sizes: the same figures as `LiteStash.info/1`, for a data dir that
-  no VM has open.
+  no VM has open. On one that a running VM has open (found from the locks
+  SQLite holds) it says so, and prints what it reads then.
 
       mix litestash.stats DATA_DIR
 
   Exits with status 1 when the directory is not a LiteStash data dir.
+  `--help` prints this usage.
   """
   use Mix.Task
 
+  @usage "usage: mix litestash.stats DATA_DIR"
+
   @impl Mix.Task
   def run(args) do
-    dir =
-      case args do
-        [dir] -> Path.expand(dir)
-        _ -> Mix.raise("usage: mix litestash.stats DATA_DIR")
-      end
+    {opts, dirs} = OptionParser.parse!(args, strict: [help: :boolean])
 
+    case {opts[:help], dirs} do
+      {true, _} -> Mix.shell().info(@moduledoc)
+      {_, [dir]} -> stats(Path.expand(dir))
+      _ -> Mix.raise(@usage)
+    end
+  end
+
+  defp stats(dir) do
     Mix.Task.run("compile")
 
     case LiteStash.Native.inspect_dir(dir, false, 0) do
       {:ok, reports} ->
+        Mix.LiteStash.warn_in_use(dir, reports)
         Mix.shell().info(row(["shard", "rows", "expiring", "file bytes", "wal bytes"]))
 
         for r <- reports do

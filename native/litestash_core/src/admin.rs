@@ -1,5 +1,6 @@
 //! A running store's figures and copies: `info` and `backup`.
 
+use crate::data_dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{SHARDS, SHARD_COUNT};
 use crate::shard::{self, sql, ShardFile};
@@ -36,7 +37,9 @@ impl Store {
         for (index, entry) in self.shards.iter().enumerate() {
             let path = shard::path(&self.dir, index);
             let keys = match entry {
-                Shard::Ready { .. } => self.count_shard(index).map_err(|e| e.message().to_owned()),
+                Shard::Ready { .. } | Shard::Reading { .. } => {
+                    self.count_shard(index).map_err(|e| e.message().to_owned())
+                }
                 Shard::Broken(e) => Err(e.message().to_owned()),
             };
             out.push(ShardInfo {
@@ -50,7 +53,7 @@ impl Store {
     }
 
     fn count_shard(&self, shard: usize) -> Result<u64> {
-        let mut snapshot = self.snapshot(shard, "")?;
+        let mut snapshot = self.snapshot_within_call(shard, "")?;
         let mut n = 0u64;
         loop {
             let chunk = snapshot.next_keys(4096)?;
@@ -103,10 +106,14 @@ impl Store {
     /// dir, never a `dest` that opens with shards missing.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for a `dest` that is not empty or has
-    /// no file name; I/O and SQLite errors naming the file.
+    /// [`ErrorKind::InvalidArgument`] for a `dest` that is not empty, has
+    /// no file name or is inside the store's own data dir; I/O and SQLite
+    /// errors naming the file.
     pub fn backup(&self, dest: &Path) -> Result<()> {
         self.check_open()?;
+        if !self.memory {
+            data_dir::refuse_backup_inside(&self.dir, dest)?;
+        }
         let dest_text = dest.display().to_string();
         if dest.exists()
             && std::fs::read_dir(dest)
@@ -157,10 +164,18 @@ impl Store {
             // Not a pooled reader: those are query_only, and VACUUM INTO
             // counts as a write.
             let conn = file.connect(&self.options)?;
-            conn.execute(sql::VACUUM_INTO, [target_text])
-                .map_err(|e| file.err(e))?;
-            // VACUUM INTO writes a rollback-journal file; the contract's
-            // files are WAL.
+            if file.memory {
+                // VACUUM INTO would write with the source's VFS, into
+                // memory: an in-memory shard is copied page by page.
+                let mut copy =
+                    Connection::open(&target).map_err(|e| Error::sqlite(e, target_text))?;
+                file.copy_database(&conn, &mut copy, self.options.busy_timeout)?;
+            } else {
+                conn.execute(sql::VACUUM_INTO, [target_text])
+                    .map_err(|e| file.err(e))?;
+            }
+            // VACUUM INTO and the copy write a rollback-journal file; the
+            // contract's files are WAL.
             let copy = Connection::open(&target).map_err(|e| Error::sqlite(e, target_text))?;
             copy.query_row(sql::ENTER_WAL, [], |_| Ok(()))
                 .map_err(|e| Error::sqlite(e, target_text))?;

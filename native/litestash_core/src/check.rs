@@ -6,6 +6,7 @@ use crate::admin::size;
 use crate::codec::decode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{key_hash, route, table_names, SHARDS, SHARD_COUNT};
+use crate::open_dirs;
 use crate::shard::{self, sql, APPLICATION_ID, CONTRACT_VERSION};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -36,16 +37,31 @@ pub struct ShardReport {
     pub file_bytes: u64,
     /// Size of its `-wal` file.
     pub wal_bytes: u64,
+    /// A running process has the file open (see [`inspect_dir`]): what was
+    /// read is a moving target.
+    pub in_use: bool,
 }
 
 /// Inspects the 16 shard files of `dir`.
 ///
+/// Whether each file is open in a running process is found before the
+/// file is read: a store of this process has the dir open, or another
+/// process holds SQLite's lock on the file's `-shm` (every connection to
+/// a WAL file holds it while open).
+///
 /// # Errors
-/// [`ErrorKind::NotADirectory`] when `dir` is not a directory,
+/// [`ErrorKind::Io`] when `dir` does not exist,
+/// [`ErrorKind::NotADirectory`] when it is not a directory,
 /// [`ErrorKind::IncompleteBackup`] for an interrupted backup, and
 /// [`ErrorKind::NotLitestash`] when it holds none of the shard files;
 /// problems of single files are in their reports.
 pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
+    if !dir.exists() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("{}: does not exist", dir.display()),
+        ));
+    }
     if !dir.is_dir() {
         return Err(Error::new(
             ErrorKind::NotADirectory,
@@ -63,9 +79,47 @@ pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
             ),
         ));
     }
+    let here = dir
+        .canonicalize()
+        .is_ok_and(|canonical| open_dirs::open_here(&canonical));
     Ok((0..SHARD_COUNT)
-        .map(|index| inspect_file(index, &paths[index], depth))
+        .map(|index| {
+            // Probed only when no store of this process has the dir open:
+            // closing a descriptor of the -shm would drop that store's
+            // SQLite locks on it (POSIX locks belong to the process).
+            let in_use = here || shm_locked(&shard::beside(&paths[index], "-shm"));
+            let mut report = inspect_file(index, &paths[index], depth);
+            report.in_use = in_use;
+            report
+        })
         .collect())
+}
+
+/// Whether another process holds a lock on the dead-man-switch byte of the
+/// `-shm` file `shm`, which every SQLite connection to the WAL file holds
+/// shared while it is open (`UNIX_SHM_DMS` in SQLite's os_unix.c).
+#[cfg(unix)]
+fn shm_locked(shm: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    const DMS_BYTE: libc::off_t = 128;
+    let Ok(file) = std::fs::File::open(shm) else {
+        return false;
+    };
+    // SAFETY: flock is plain data; F_GETLK only reads the descriptor's
+    // file and writes into `probe`.
+    let mut probe: libc::flock = unsafe { std::mem::zeroed() };
+    probe.l_type = libc::F_WRLCK as _;
+    probe.l_whence = libc::SEEK_SET as _;
+    probe.l_start = DMS_BYTE;
+    probe.l_len = 1;
+    // SAFETY: a valid descriptor and a valid flock for F_GETLK.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut probe) };
+    rc == 0 && probe.l_type != libc::F_UNLCK as _
+}
+
+#[cfg(not(unix))]
+fn shm_locked(_shm: &Path) -> bool {
+    false
 }
 
 fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
@@ -77,6 +131,7 @@ fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
         expiring: 0,
         file_bytes: size(path),
         wal_bytes: size(&shard::beside(path, "-wal")),
+        in_use: false,
     };
     if !path.is_file() {
         report.problems.push("the shard file is missing".into());

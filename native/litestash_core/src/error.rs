@@ -56,11 +56,13 @@ error_kinds! {
     Io => "io",
     /// The file system refused access.
     PermissionDenied => "permission_denied",
-    /// The file or its directory is read-only.
+    /// The file or its directory is read-only, or the store was opened
+    /// read-only.
     ReadOnly => "read_only",
     /// A path that must be a directory is something else, or the reverse.
     NotADirectory => "not_a_directory",
-    /// The file is an SQLite database, but not a LiteStash shard.
+    /// The file is an SQLite database, but not a LiteStash shard; or the
+    /// dir is not empty and holds no shard.
     NotLitestash => "not_litestash",
     /// The file was written under a newer contract version.
     NewerVersion => "newer_version",
@@ -76,6 +78,9 @@ error_kinds! {
     Exists => "exists",
     /// The stored value is not the expected one (for compare-and-set).
     Mismatch => "mismatch",
+    /// As many snapshots (streams) are open as the store's
+    /// [`crate::Options::max_snapshots`] allows.
+    TooManyStreams => "too_many_streams",
     /// The shard file is a replica's: written only through its cluster's
     /// log (contract section 10).
     Replicated => "replicated",

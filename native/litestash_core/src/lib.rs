@@ -32,6 +32,7 @@ mod blocking;
 mod check;
 mod clock;
 mod codec;
+mod data_dir;
 mod error;
 mod event;
 mod key;
@@ -58,6 +59,6 @@ pub use key::{
 pub use options::{Options, Synchronous};
 pub use reply::{Outcome, Reply, Submitted};
 pub use request::{ReplicaOp, Request};
-pub use scan::Snapshot;
+pub use scan::{Snapshot, CHUNK_BYTES};
 pub use shard::{APPLICATION_ID, CONTRACT_VERSION};
 pub use store::{InlineSlot, Store};

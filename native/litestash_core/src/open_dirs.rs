@@ -12,6 +12,31 @@ use std::time::{Duration, Instant};
 pub(crate) static OPEN_DIRS: Lazy<(Mutex<HashMap<PathBuf, bool>>, Condvar)> =
     Lazy::new(|| (Mutex::new(HashMap::new()), Condvar::new()));
 
+/// The dirs that stores opened `read_only` read in this process, with
+/// how many such stores each has.
+static READ_ONLY: Lazy<Mutex<HashMap<PathBuf, usize>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+/// Counts a store opened `read_only` on `dir`, until [`stop_reading`].
+pub(crate) fn start_reading(dir: &Path) {
+    *lock(&READ_ONLY).entry(dir.to_path_buf()).or_insert(0) += 1;
+}
+
+/// Uncounts a store opened `read_only` on `dir`.
+pub(crate) fn stop_reading(dir: &Path) {
+    let mut map = lock(&READ_ONLY);
+    if let Some(n) = map.get_mut(dir) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(dir);
+        }
+    }
+}
+
+/// Whether a store of this process has `dir` (a canonical path) open.
+pub(crate) fn open_here(dir: &Path) -> bool {
+    lock(&OPEN_DIRS.0).contains_key(dir) || lock(&READ_ONLY).contains_key(dir)
+}
+
 /// Claims `dir` for a store. A store still closing on it is waited for.
 pub(crate) fn claim(dir: &Path) -> Result<()> {
     let (map, released) = &*OPEN_DIRS;

@@ -56,6 +56,14 @@ pub struct Options {
     /// [`crate::Store::inline_slot`]) at once, counted over every store of
     /// the process; 0 sends every write through the writer threads.
     pub inline_commits: usize,
+    /// Opens the data dir for reads only: no writer threads, read-only
+    /// connections, every write refused with [`crate::ErrorKind::ReadOnly`].
+    /// The dir must exist and hold the 16 shard files (see
+    /// [`crate::Store::open`] for what SQLite needs to read a WAL file then).
+    pub read_only: bool,
+    /// Most snapshots ([`crate::Store::snapshot`], one per open stream)
+    /// at once: each holds a connection, so file descriptors, of its own.
+    pub max_snapshots: usize,
     /// The store is one replica of a replicated store (contract section
     /// 10): its files get the replica table, and only replicated entries
     /// ([`crate::Request::replicated`]) write them.
@@ -79,6 +87,8 @@ impl Default for Options {
             sweep_batch: 500,
             max_page_count: None,
             inline_commits: 1,
+            read_only: false,
+            max_snapshots: 64,
             replica: false,
         }
     }

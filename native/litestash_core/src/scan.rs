@@ -2,13 +2,15 @@
 
 use crate::clock::now_ms;
 use crate::codec::{decode, Value};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::key::{SHARD_COUNT, TABLES_PER_SHARD};
 use crate::shard::{sql, value_bytes, ShardFile};
 use crate::store::Store;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Store {
     /// Every live key that starts with `prefix` (`""` for all), shard by
@@ -19,7 +21,7 @@ impl Store {
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         let mut keys = Vec::new();
         for shard in 0..SHARD_COUNT {
-            let mut snapshot = self.snapshot(shard, prefix)?;
+            let mut snapshot = self.snapshot_within_call(shard, prefix)?;
             loop {
                 let chunk = snapshot.next_keys(1000)?;
                 if chunk.is_empty() {
@@ -65,17 +67,45 @@ impl Store {
 
     /// A consistent snapshot of shard `shard` (an index into
     /// [`crate::SHARDS`]) to walk the live keys starting with `prefix` in
-    /// key order, a chunk at a time. It holds one read transaction open
-    /// until dropped.
+    /// key order, a chunk at a time. It holds one read transaction, and a
+    /// connection of its own, open until dropped: at most
+    /// [`Options::max_snapshots`](crate::Options::max_snapshots) at once.
     ///
     /// # Errors
+    /// [`crate::ErrorKind::TooManyStreams`] past that cap;
     /// [`crate::ErrorKind::Closed`], a broken shard's error, SQLite errors.
     pub fn snapshot(&self, shard: usize, prefix: &str) -> Result<Snapshot> {
         self.check_open()?;
+        self.file(shard)?;
+        let permit = Permit::claim(&self.snapshots, self.options.max_snapshots)?;
+        self.open_snapshot(shard, prefix, Some(permit))
+    }
+
+    /// A snapshot outside the cap, for a walk this store finishes within
+    /// one call (`keys`, `info`): as many as there are calls at once.
+    pub(crate) fn snapshot_within_call(&self, shard: usize, prefix: &str) -> Result<Snapshot> {
+        self.check_open()?;
+        self.open_snapshot(shard, prefix, None)
+    }
+
+    fn open_snapshot(
+        &self,
+        shard: usize,
+        prefix: &str,
+        permit: Option<Permit>,
+    ) -> Result<Snapshot> {
         let file = Arc::clone(self.file(shard)?);
         let conn = file.open_reader(&self.options)?;
-        conn.execute_batch(sql::BEGIN_READ)
-            .map_err(|e| file.err(e))?;
+        let conn = if file.memory {
+            // An in-memory shard has no WAL: a read transaction held
+            // between chunks would keep its writer from committing. The
+            // walk reads a private copy, taken in one step.
+            private_copy(&file, &conn, self.options.busy_timeout)?
+        } else {
+            conn.execute_batch(sql::BEGIN_READ)
+                .map_err(|e| file.err(e))?;
+            conn
+        };
         let (low, high) = bounds(prefix);
         Ok(Snapshot {
             file,
@@ -84,7 +114,47 @@ impl Store {
             next: low,
             high,
             done: false,
+            _permit: permit,
         })
+    }
+}
+
+/// A private in-memory copy of the shard `source` reads, made under one
+/// read lock.
+fn private_copy(file: &ShardFile, source: &Connection, wait: Duration) -> Result<Connection> {
+    let mut copy = Connection::open_in_memory().map_err(|e| file.err(e))?;
+    file.copy_database(source, &mut copy, wait)?;
+    Ok(copy)
+}
+
+/// One of the store's snapshots counted against its cap, given back when
+/// dropped (after the snapshot's connection is closed).
+struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    fn claim(open: &Arc<AtomicUsize>, max: usize) -> Result<Permit> {
+        let mut n = open.load(Ordering::Acquire);
+        loop {
+            if n >= max {
+                return Err(Error::new(
+                    ErrorKind::TooManyStreams,
+                    format!(
+                        "{max} streams are open on this store, its max_streams: \
+                         finish or halt one before opening another"
+                    ),
+                ));
+            }
+            match open.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Permit(Arc::clone(open))),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -131,6 +201,8 @@ pub struct Snapshot {
     next: SqlBound,
     high: SqlBound,
     done: bool,
+    /// Last, so that it is given back after the connection is closed.
+    _permit: Option<Permit>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -146,47 +218,63 @@ type WalkedRow = (String, Result<Option<Vec<u8>>>);
 
 impl Snapshot {
     /// Up to `limit` live `(key, value)` pairs after the last ones returned,
-    /// in key order; empty when the walk is over.
+    /// in key order, holding at most [`CHUNK_BYTES`] of keys and values
+    /// (or one row, if that alone is larger); empty when the walk is over.
+    /// A value that does not decode is an error for its key alone, naming
+    /// it: the walk goes on past it.
     ///
     /// # Errors
-    /// SQLite errors; [`crate::ErrorKind::CorruptValue`] naming the key.
-    pub fn next_pairs(&mut self, limit: usize) -> Result<Vec<(String, Value)>> {
-        self.next_rows(limit)?
+    /// SQLite errors.
+    pub fn next_pairs(&mut self, limit: usize) -> Result<Vec<(String, Result<Value>)>> {
+        Ok(self
+            .next_rows(limit, true)?
             .into_iter()
             .map(|(key, bytes)| {
                 let value = bytes
                     .and_then(|b| b.map_or(Ok(Value::Nil), |b| decode(&b)))
-                    .map_err(|e| Error::new(e.kind(), format!("key {key:?}: {}", e.message())))?;
-                Ok((key, value))
+                    .map_err(|e| Error::new(e.kind(), format!("key {key:?}: {}", e.message())));
+                (key, value)
             })
-            .collect()
+            .collect())
     }
 
-    /// Like [`Snapshot::next_pairs`], keys only.
+    /// Like [`Snapshot::next_pairs`], keys only (no value is read).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn next_keys(&mut self, limit: usize) -> Result<Vec<String>> {
-        Ok(self.next_rows(limit)?.into_iter().map(|(k, _)| k).collect())
+        Ok(self
+            .next_rows(limit, false)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
-    /// The next rows of the shard in key order, merged from its 4 tables.
+    /// The next rows of the shard in key order, merged from its 4 tables:
+    /// at most `limit` rows and [`CHUNK_BYTES`] (past the first row).
     ///
-    /// Each table is read up to `limit` rows past the last key returned.
-    /// Rows up to the smallest "last key read" of the tables that filled
-    /// their page are complete in every table, so they are returned (at
-    /// most 4 x `limit`); the walk resumes after them. Expired rows are
-    /// skipped; a page of nothing but expired rows does not end the walk.
-    fn next_rows(&mut self, limit: usize) -> Result<Vec<WalkedRow>> {
+    /// Each table is read up to `limit` rows or [`CHUNK_BYTES`] past the
+    /// last key returned. Rows up to the smallest "last key read" of the
+    /// tables that stopped early are complete in every table; the first of
+    /// them within both bounds are returned, and the walk resumes after the
+    /// last one returned. Expired rows are skipped; a page of nothing but
+    /// expired rows does not end the walk.
+    fn next_rows(&mut self, limit: usize, with_values: bool) -> Result<Vec<WalkedRow>> {
         let limit = limit.max(1);
         while !self.done {
             let mut merged: Vec<WalkedRow> = Vec::new();
             // The largest key up to which every table has been read.
             let mut horizon: Option<String> = None;
             for table in 0..TABLES_PER_SHARD {
+                let sql = &self.file.tables[table];
+                let sql = if with_values {
+                    sql.range(limit)
+                } else {
+                    sql.range_keys(limit)
+                };
                 let mut stmt = self
                     .conn
-                    .prepare_cached(&self.file.tables[table].range(limit))
+                    .prepare_cached(&sql)
                     .map_err(|e| self.file.err(e))?;
                 let rows = stmt
                     .query_map(params![self.next, self.high], |r| {
@@ -197,32 +285,46 @@ impl Snapshot {
                         ))
                     })
                     .map_err(|e| self.file.err(e))?;
-                let mut read = 0;
-                let mut last = None;
+                let (mut read, mut bytes) = (0, 0);
+                let mut stopped_at = None;
                 for row in rows {
                     let (key, value, expires) = row.map_err(|e| self.file.err(e))?;
                     read += 1;
-                    last = Some(key.clone());
+                    bytes += row_bytes(&key, &value);
+                    let full = read == limit || bytes >= CHUNK_BYTES;
+                    if full {
+                        stopped_at = Some(key.clone());
+                    }
                     if expires.is_none_or(|at| at > self.now) {
                         merged.push((key, value));
                     }
+                    if full {
+                        break;
+                    }
                 }
-                if read == limit {
-                    if let Some(last) = last {
-                        if horizon
-                            .as_ref()
-                            .is_none_or(|h| last.as_bytes() < h.as_bytes())
-                        {
-                            horizon = Some(last);
-                        }
+                if let Some(last) = stopped_at {
+                    if horizon
+                        .as_ref()
+                        .is_none_or(|h| last.as_bytes() < h.as_bytes())
+                    {
+                        horizon = Some(last);
                     }
                 }
             }
             merged.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            match horizon {
-                Some(h) => {
-                    merged.retain(|(k, _)| k.as_bytes() <= h.as_bytes());
-                    let mut after = h.into_bytes();
+            if let Some(h) = &horizon {
+                merged.retain(|(k, _)| k.as_bytes() <= h.as_bytes());
+            }
+            let kept = within_bounds(&merged, limit);
+            let resume_after = if kept < merged.len() {
+                merged.truncate(kept);
+                merged.last().map(|(k, _)| k.clone())
+            } else {
+                horizon
+            };
+            match resume_after {
+                Some(last) => {
+                    let mut after = last.into_bytes();
                     after.push(0);
                     self.next = SqlBound::Text(after);
                 }
@@ -234,4 +336,27 @@ impl Snapshot {
         }
         Ok(Vec::new())
     }
+}
+
+/// Most bytes of keys and values one chunk of a walk holds, unless its
+/// first row alone is larger: a stream of 1 MiB values holds a few of them
+/// at a time, not `chunk_size`.
+pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// The bytes a walked row holds in memory.
+fn row_bytes(key: &str, value: &Result<Option<Vec<u8>>>) -> usize {
+    key.len() + value.as_ref().map_or(0, |v| v.as_ref().map_or(0, Vec::len))
+}
+
+/// How many of the first `rows` fit in a chunk: at most `limit`, and at
+/// most [`CHUNK_BYTES`] unless the first row alone is larger.
+fn within_bounds(rows: &[WalkedRow], limit: usize) -> usize {
+    let mut bytes = 0;
+    for (i, (key, value)) in rows.iter().enumerate() {
+        bytes += row_bytes(key, value);
+        if i == limit || (i > 0 && bytes > CHUNK_BYTES) {
+            return i;
+        }
+    }
+    rows.len()
 }

@@ -2,6 +2,7 @@
 
 use crate::clock::now_ms;
 use crate::codec::{decode, Value};
+use crate::data_dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventHook, HookSlot};
 use crate::key::{Key, SHARD_COUNT};
@@ -28,6 +29,11 @@ pub(crate) enum Shard {
         /// The file is a replica's (it holds the replica table).
         replica: bool,
     },
+    /// A shard of a store opened `read_only`: read connections, no writer.
+    Reading {
+        file: Arc<ShardFile>,
+        readers: Mutex<Vec<Connection>>,
+    },
     /// A shard whose file is damaged: every call that touches it gets this
     /// error while the other shards serve.
     Broken(Error),
@@ -48,6 +54,11 @@ pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) shards: Vec<Shard>,
     pub(crate) options: Options,
+    /// The shards are in-memory databases (see [`Store::open_memory`]).
+    pub(crate) memory: bool,
+    /// Whether this store holds the data dir's claim in [`open_dirs`] (a
+    /// writing store on a real dir does).
+    claimed: bool,
     closed: AtomicBool,
     /// Whether the data dir has been released (once, by the first close).
     released: AtomicBool,
@@ -55,6 +66,8 @@ pub struct Store {
     pub(crate) hook: HookSlot,
     /// Jobs queued or being committed by the writer threads, all shards.
     pending: Pending,
+    /// Snapshots open now, counted against `options.max_snapshots`.
+    pub(crate) snapshots: Arc<AtomicUsize>,
 }
 
 /// Writes committing inline right now, in every store of the process: the
@@ -98,17 +111,28 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating when missing) the data dir `dir`.
+    /// Opens (creating when missing) the data dir `dir`: a directory that
+    /// is missing, empty, or already holds LiteStash shards.
     ///
     /// A shard file that is damaged does not stop the open: calls that touch
     /// it get [`ErrorKind::Corrupt`] and the other shards serve.
     ///
+    /// With [`Options::read_only`] the dir must exist and hold the 16 shard
+    /// files; nothing is created, no writer thread starts, the connections
+    /// are read-only and every write gets [`ErrorKind::ReadOnly`]. SQLite
+    /// reads a WAL file read-only when its `-wal` and `-shm` files exist
+    /// (another process has the store open: they must be readable) or can
+    /// be created (the directory is writable; a store closed cleanly leaves
+    /// neither). Another store, in this process or another, may have the
+    /// dir open for writing meanwhile.
+    ///
     /// # Errors
-    /// [`ErrorKind::NotADirectory`], [`ErrorKind::NotLitestash`],
+    /// [`ErrorKind::NotADirectory`], [`ErrorKind::NotLitestash`] (also for a
+    /// non-empty dir that holds no shard),
     /// [`ErrorKind::NewerVersion`], [`ErrorKind::LegacyFormat`] for a dir or
     /// file LiteStash must not write to (it is left unmodified);
-    /// [`ErrorKind::AlreadyOpen`] when this process has it open; I/O and
-    /// permission errors, each naming the path.
+    /// [`ErrorKind::AlreadyOpen`] when this process has it open for
+    /// writing; I/O and permission errors, each naming the path.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
         if dir.exists() && !dir.is_dir() {
@@ -117,38 +141,122 @@ impl Store {
                 format!("{}: the data dir is not a directory", dir.display()),
             ));
         }
+        crate::admin::refuse_incomplete_backup(dir)?;
+        if options.read_only {
+            return Store::open_read_only(dir, options);
+        }
+        data_dir::refuse_foreign_dir(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(&e, &dir.display().to_string()))?;
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(&e, &dir.display().to_string()))?;
-        crate::admin::refuse_incomplete_backup(&dir)?;
         // Every shard is checked before any is created or written, so that
         // a data dir LiteStash refuses is left exactly as it was.
         for index in 0..SHARD_COUNT {
             ShardFile::new(&dir, index).check(&options)?;
         }
         open_dirs::claim(&dir)?;
-        let mut store = Store {
+        let store = Store::new(dir, options, false, true);
+        store.open_shards()
+    }
+
+    /// Opens a store whose 16 shards are SQLite in-memory databases: the
+    /// same API as a store on disk, no files, and the data gone once the
+    /// store is closed. Without WAL, a shard's readers and its writer take
+    /// turns on the database's lock (a commit waits for the reads in
+    /// progress, a read waits for a commit), and a snapshot copies its
+    /// shard, so that a walk never holds the lock between chunks.
+    ///
+    /// ```
+    /// use litestash_core::{Options, Store, Value};
+    /// let store = Store::open_memory(Options::default()).unwrap();
+    /// store.set(b"k", &Value::Int(1)).unwrap();
+    /// assert_eq!(store.get(b"k").unwrap(), Some(Value::Int(1)));
+    /// store.close();
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] with [`Options::read_only`] (an
+    /// in-memory store starts empty); SQLite errors.
+    pub fn open_memory(options: Options) -> Result<Store> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        if options.read_only {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an in-memory store cannot be read_only: it starts empty",
+            ));
+        }
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let store = Store::new(PathBuf::from(format!("memory:{tag}")), options, true, false);
+        store.open_shards()
+    }
+
+    fn open_read_only(dir: &Path, options: Options) -> Result<Store> {
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::io(&e, &format!("{} (read_only: true)", dir.display())))?;
+        if !data_dir::holds_shards(&dir) {
+            return Err(data_dir::not_a_data_dir(&dir));
+        }
+        open_dirs::start_reading(&dir);
+        let store = Store::new(dir, options, false, false);
+        store.open_shards()
+    }
+
+    fn new(dir: PathBuf, options: Options, memory: bool, claimed: bool) -> Store {
+        Store {
             dir,
             shards: Vec::with_capacity(SHARD_COUNT),
             options,
+            memory,
+            claimed,
             closed: AtomicBool::new(false),
             released: AtomicBool::new(false),
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
             pending: Arc::new(AtomicUsize::new(0)),
-        };
-        for index in 0..SHARD_COUNT {
-            // On an error, dropping `store` stops the writers started so far
-            // and releases the dir.
-            let shard = store.open_shard(index)?;
-            store.shards.push(shard);
+            snapshots: Arc::new(AtomicUsize::new(0)),
         }
-        Ok(store)
+    }
+
+    fn open_shards(mut self) -> Result<Store> {
+        for index in 0..SHARD_COUNT {
+            // On an error, dropping `self` stops the writers started so far
+            // and releases the dir.
+            let shard = self.open_shard(index)?;
+            self.shards.push(shard);
+        }
+        Ok(self)
+    }
+
+    /// The file (or in-memory database) of shard `index`.
+    pub(crate) fn shard_file(&self, index: usize) -> ShardFile {
+        if self.memory {
+            ShardFile::in_memory(
+                self.dir.to_string_lossy().trim_start_matches("memory:"),
+                index,
+            )
+        } else {
+            ShardFile::new(&self.dir, index)
+        }
     }
 
     fn open_shard(&self, index: usize) -> Result<Shard> {
-        let file = Arc::new(ShardFile::new(&self.dir, index));
+        let file = Arc::new(self.shard_file(index));
+        if self.options.read_only {
+            return match file.open_read_only(&self.options) {
+                Ok(conn) => Ok(Shard::Reading {
+                    file,
+                    readers: Mutex::new(vec![conn]),
+                }),
+                Err(e) if e.kind() == ErrorKind::Corrupt => Ok(Shard::Broken(e)),
+                Err(e) => Err(e),
+            };
+        }
         let conn = match file.open_writer(&self.options) {
             Ok(conn) => conn,
             Err(e) if e.kind() == ErrorKind::Corrupt => return Ok(Shard::Broken(e)),
@@ -179,9 +287,26 @@ impl Store {
         self.hook.set(hook);
     }
 
-    /// The canonical path of the data dir.
+    /// The canonical path of the data dir (`memory:<tag>` for an
+    /// in-memory store).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the store was opened with [`Options::read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.options.read_only
+    }
+
+    /// The error of a write to a store opened `read_only`, naming it.
+    pub fn read_only_error(&self) -> Error {
+        Error::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "{}: this store was opened with read_only: true and refuses writes",
+                self.dir.display()
+            ),
+        )
     }
 
     /// Whether [`Store::close`] has been called.
@@ -200,7 +325,7 @@ impl Store {
     /// The file of shard `index`, or the error of a broken one.
     pub(crate) fn file(&self, index: usize) -> Result<&Arc<ShardFile>> {
         match self.shards.get(index) {
-            Some(Shard::Ready { file, .. }) => Ok(file),
+            Some(Shard::Ready { file, .. } | Shard::Reading { file, .. }) => Ok(file),
             Some(Shard::Broken(e)) => Err(e.clone()),
             None => Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -217,7 +342,9 @@ impl Store {
     ) -> Result<T> {
         self.check_open()?;
         let (file, readers) = match &self.shards[index] {
-            Shard::Ready { file, readers, .. } => (file, readers),
+            Shard::Ready { file, readers, .. } | Shard::Reading { file, readers } => {
+                (file, readers)
+            }
             Shard::Broken(e) => return Err(e.clone()),
         };
         let pooled = lock(readers).pop();
@@ -300,11 +427,14 @@ impl Store {
     }
 
     /// The values of `keys`, in order (`None` for a key not stored). All keys
-    /// are validated before any is read; keys are read shard by shard.
+    /// are validated before any is read; keys are read shard by shard. A
+    /// stored value that does not decode is an error for its key alone
+    /// ([`ErrorKind::CorruptValue`], naming it): the other keys are read.
     ///
     /// # Errors
-    /// As [`Store::get`]; the first error ends the call.
-    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+    /// As [`Store::get`], but for a corrupt value; the first error ends the
+    /// call.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Value>>>> {
         let keys: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect::<Result<_>>()?;
         let mut out = vec![None; keys.len()];
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARD_COUNT];
@@ -317,7 +447,11 @@ impl Store {
             }
             self.read(shard, |file, conn| {
                 for &i in positions {
-                    out[i] = self.lookup(file, conn, &keys[i])?;
+                    out[i] = match self.lookup(file, conn, &keys[i]) {
+                        Ok(found) => found.map(Ok),
+                        Err(e) if e.kind() == ErrorKind::CorruptValue => Some(Err(e)),
+                        Err(e) => return Err(e),
+                    };
                 }
                 Ok(())
             })?;
@@ -333,7 +467,7 @@ impl Store {
     /// writer turns out busy. Only for threads that may block on the disk
     /// (never a BEAM normal scheduler).
     pub fn inline_slot(&self) -> Option<InlineSlot> {
-        if self.is_closed() || self.pending.load(Ordering::Acquire) != 0 {
+        if self.is_closed() || self.options.read_only || self.pending.load(Ordering::Acquire) != 0 {
             return None;
         }
         if INLINE.fetch_add(1, Ordering::AcqRel) >= self.options.inline_commits {
@@ -350,8 +484,9 @@ impl Store {
     /// once to make the [`Reply`] that hears the answer after the commit.
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`], or the error of a broken shard: then nothing
-    /// was queued and no reply is made.
+    /// [`ErrorKind::Closed`], [`ErrorKind::ReadOnly`] for a store opened
+    /// `read_only`, or the error of a broken shard: then nothing was queued
+    /// and no reply is made.
     pub fn submit(
         &self,
         request: Request,
@@ -359,6 +494,9 @@ impl Store {
         reply: impl FnOnce() -> Reply,
     ) -> Result<Submitted> {
         self.check_open()?;
+        if self.options.read_only {
+            return Err(self.read_only_error());
+        }
         self.may_write(&request)?;
         match request.kind {
             Kind::One { shard, op } => {
@@ -424,6 +562,7 @@ impl Store {
     fn writer(&self, shard: usize) -> Result<(&Queue, &Engine)> {
         match &self.shards[shard] {
             Shard::Ready { queue, engine, .. } => Ok((queue, engine)),
+            Shard::Reading { .. } => Err(self.read_only_error()),
             Shard::Broken(e) => Err(e.clone()),
         }
     }
@@ -469,7 +608,9 @@ impl Store {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        open_dirs::mark_closing(&self.dir);
+        if self.claimed {
+            open_dirs::mark_closing(&self.dir);
+        }
         for shard in &self.shards {
             if let Shard::Ready { queue, .. } = shard {
                 queue.shutdown();
@@ -490,11 +631,15 @@ impl Store {
         }
         if !self.released.swap(true, Ordering::AcqRel) {
             for shard in &self.shards {
-                if let Shard::Ready { readers, .. } = shard {
+                if let Shard::Ready { readers, .. } | Shard::Reading { readers, .. } = shard {
                     lock(readers).clear();
                 }
             }
-            open_dirs::release(&self.dir);
+            if self.claimed {
+                open_dirs::release(&self.dir);
+            } else if self.options.read_only {
+                open_dirs::stop_reading(&self.dir);
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ impl Store {
                             Shard::Ready {
                                 readers, engine, ..
                             } => Some((lock(readers), lock(engine))),
-                            Shard::Broken(_) => None,
+                            Shard::Reading { .. } | Shard::Broken(_) => None,
                         })
                         .collect();
                     panic!("poisoning LiteStash's locks for a test");
@@ -36,11 +36,11 @@ impl Store {
     }
 
     /// Messages queued to shard `shard`'s writer (jobs and wake-ups) right
-    /// now; 0 for a broken shard.
+    /// now; 0 for a shard without a writer.
     pub fn writer_backlog_for_test(&self, shard: usize) -> usize {
         match &self.shards[shard] {
             Shard::Ready { queue, .. } => queue.backlog(),
-            Shard::Broken(_) => 0,
+            _ => 0,
         }
     }
 
@@ -58,6 +58,7 @@ impl Store {
                 }
                 Ok(())
             }
+            Shard::Reading { .. } => Err(self.read_only_error()),
             Shard::Broken(e) => Err(e.clone()),
         }
     }

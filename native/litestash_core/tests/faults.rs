@@ -235,6 +235,12 @@ fn an_interrupted_backup_leaves_no_dir_that_opens_as_a_store() {
     for dir in &left {
         let err = Store::open(dir, Options::default()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
+        let read_only = Options {
+            read_only: true,
+            ..Options::default()
+        };
+        let err = Store::open(dir, read_only).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
         let err = litestash_core::inspect_dir(dir, depth).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
     }

@@ -19,6 +19,7 @@ rustler::atoms! {
     keys_atom = "keys",
     file_bytes,
     wal_bytes,
+    in_use,
 }
 
 /// `synchronous:` as Elixir spells it; any other atom fails to decode.
@@ -36,6 +37,10 @@ struct OpenOptions {
     max_page_count: Option<i64>,
     sweep_interval: u64,
     inline_commits: usize,
+    read_only: bool,
+    /// `data_dir: :memory`: the path is ignored.
+    memory: bool,
+    max_streams: usize,
     replica: bool,
 }
 
@@ -50,6 +55,8 @@ impl OpenOptions {
             max_page_count: self.max_page_count,
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
+            read_only: self.read_only,
+            max_snapshots: self.max_streams,
             replica: self.replica,
             ..Options::default()
         }
@@ -65,24 +72,31 @@ fn shard_count() -> usize {
 #[rustler::nif(schedule = "DirtyIo")]
 fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>> {
     guard(env, || {
-        let options = match options.decode::<OpenOptions>() {
-            Ok(options) => options.into_options(),
+        let (memory, options) = match options.decode::<OpenOptions>() {
+            Ok(options) => (options.memory, options.into_options()),
             Err(_) => {
                 return Ok(error_tuple(
                     env,
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits and replica",
+                         max_page_count, sweep_interval, inline_commits, read_only, memory,
+                         max_streams and replica",
                     ),
                 ))
             }
         };
-        Ok(match Store::open(&path, options) {
+        let opened = if memory {
+            Store::open_memory(options)
+        } else {
+            Store::open(&path, options)
+        };
+        Ok(match opened {
             Ok(store) => ok(
                 env,
                 ResourceArc::new(StoreResource {
                     store: Arc::new(store),
+                    events: Arc::default(),
                 }),
             ),
             Err(e) => error_tuple(env, &e),
@@ -152,7 +166,7 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
 }
 
 /// Inspects a data dir without opening it as a store (for the Mix tasks):
-/// `{:ok, [%{shard, path, problems, rows, expiring, file_bytes, wal_bytes}]}`.
+/// `{:ok, [%{shard, path, problems, rows, expiring, file_bytes, wal_bytes, in_use}]}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResult<Term> {
     guard(env, || {
@@ -170,7 +184,8 @@ fn inspect_dir(env: Env, dir: String, integrity: bool, sample: usize) -> NifResu
                                 .map_put(rows(), r.rows)?
                                 .map_put(expiring(), r.expiring)?
                                 .map_put(file_bytes(), r.file_bytes)?
-                                .map_put(wal_bytes(), r.wal_bytes)
+                                .map_put(wal_bytes(), r.wal_bytes)?
+                                .map_put(in_use(), r.in_use)
                         })
                         .collect::<NifResult<Vec<Term>>>()?;
                     ok(env, list)

@@ -5,7 +5,7 @@ use crate::error::{error_tuple, guard, ok, result};
 use crate::registry::resolve;
 use crate::resource::CursorResource;
 use crate::term::{binary, to_term};
-use litestash_core::Error;
+use litestash_core::{Error, ErrorKind, Value};
 use rustler::types::atom;
 use rustler::{Binary, Encoder, Env, NifResult, ResourceArc, Term};
 use std::sync::Mutex;
@@ -32,6 +32,36 @@ fn get<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a
     })
 }
 
+/// A read value as a term, or, for a value that does not decode (or
+/// decodes to a map with a key twice), `{:error, %LiteStash.Error{reason:
+/// :corrupt_value}}` naming `key`: in a map or a walk, one bad value does
+/// not hide the others. Tuples are never stored values, so this cannot be
+/// mistaken for one.
+fn value_or_error<'a>(
+    env: Env<'a>,
+    key: &str,
+    value: Result<Value, Error>,
+) -> Result<Term<'a>, Error> {
+    let corrupt = |e: Error| {
+        if e.kind() == ErrorKind::CorruptValue {
+            Ok(error_tuple(env, &e))
+        } else {
+            Err(e)
+        }
+    };
+    match value {
+        Ok(value) => to_term(env, &value).or_else(|e| {
+            corrupt(Error::new(
+                e.kind(),
+                format!("key {key:?}: {}", e.message()),
+            ))
+        }),
+        Err(e) => corrupt(e),
+    }
+}
+
+/// `{:ok, %{key => value}}`; a key whose value does not decode maps to
+/// `{:error, %LiteStash.Error{reason: :corrupt_value}}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn get_many<'a>(env: Env<'a>, server: Term<'a>, keys: Vec<Binary<'a>>) -> NifResult<Term<'a>> {
     guard(env, || {
@@ -42,12 +72,9 @@ fn get_many<'a>(env: Env<'a>, server: Term<'a>, keys: Vec<Binary<'a>>) -> NifRes
                 let mut map = Term::map_new(env);
                 for (key, value) in keys.iter().zip(values) {
                     if let Some(value) = value {
-                        let term = to_term(env, &value)?;
+                        let term = value_or_error(env, &shown(key), value)?;
                         map = map.map_put(*key, term).map_err(|_| {
-                            Error::new(
-                                litestash_core::ErrorKind::Internal,
-                                "could not build the result map",
-                            )
+                            Error::new(ErrorKind::Internal, "could not build the result map")
                         })?;
                     }
                 }
@@ -123,8 +150,9 @@ fn snapshot_open<'a>(
     })
 }
 
-/// The next chunk: `{:ok, [{key, value}]}` (or `[key]` without values);
-/// `{:ok, []}` once the walk is over.
+/// The next chunk: `{:ok, [{key, value}]}` (or `[key]` without values),
+/// a value that does not decode as `{:error, %LiteStash.Error{}}` in its
+/// pair; `{:ok, []}` once the walk is over.
 #[rustler::nif(schedule = "DirtyIo")]
 fn snapshot_next<'a>(
     env: Env<'a>,
@@ -143,8 +171,11 @@ fn snapshot_next<'a>(
         let chunk = if with_values {
             snapshot.next_pairs(limit).and_then(|pairs| {
                 pairs
-                    .iter()
-                    .map(|(k, v)| Ok((binary(env, k.as_bytes())?, to_term(env, v)?).encode(env)))
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let value = value_or_error(env, &k, v)?;
+                        Ok((binary(env, k.as_bytes())?, value).encode(env))
+                    })
                     .collect::<Result<Vec<Term>, Error>>()
             })
         } else {

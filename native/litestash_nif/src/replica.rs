@@ -4,7 +4,7 @@
 
 use crate::error::{guard, ok_or_error, result};
 use crate::registry::resolve;
-use crate::term::{to_value, Budget, Refusal};
+use crate::term::{to_value, Budget, Refusal, PAIR};
 use litestash_core::{Error, ErrorKind, Key, ReplicaOp, Request, Value};
 use rustler::{Atom, Binary, Env, NifResult, Term};
 
@@ -137,7 +137,7 @@ pub fn build_apply(args: &[Term], budget: &mut Budget) -> Result<Request, Refusa
         .map_err(|_| bad("list is not a list"))?;
     let mut parsed = Vec::new();
     for term in list {
-        budget.charge(1)?;
+        budget.charge(PAIR)?;
         parsed.push(parse(term, budget)?);
     }
     let ops: Vec<ReplicaOp> = parsed

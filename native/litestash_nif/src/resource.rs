@@ -1,5 +1,6 @@
 //! The resources Elixir holds: an open store, and a walk over one shard.
 
+use crate::events::EventFlow;
 use crate::registry;
 use litestash_core::{Snapshot, Store};
 use rustler::{Env, LocalPid, Monitor, Resource};
@@ -9,6 +10,8 @@ use std::sync::{Arc, Mutex};
 /// the store is closed and its data dir released.
 pub struct StoreResource {
     pub store: Arc<Store>,
+    /// The writers' events on their way to the owner.
+    pub events: Arc<EventFlow>,
 }
 
 #[rustler::resource_impl]

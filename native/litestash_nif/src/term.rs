@@ -46,6 +46,21 @@ impl From<Error> for Refusal {
     }
 }
 
+/// What a walk on a normal scheduler may spend: units of about a
+/// nanosecond of this machine's work, so about 100 us. Each term costs
+/// [`NODE`] (its conversion, allocation, encoding and freeing), each
+/// binary's bytes one unit per [`BYTES_PER_UNIT`] (checked as UTF-8,
+/// copied, encoded). The walk stops the moment it overspends, so no input
+/// holds a normal scheduler much longer; the rest is done on a dirty one.
+pub const NORMAL_BUDGET: usize = 100_000;
+/// The cost of one term.
+pub const NODE: usize = 80;
+/// Bytes of a binary per unit of the budget.
+pub const BYTES_PER_UNIT: usize = 2;
+/// One key-value pair of a write of many (`set_many`, a replicated
+/// entry's op), beyond its key and value: hashing, routing, handing over.
+pub const PAIR: usize = 20 * NODE;
+
 /// How much work a walk may do; `None` for no limit.
 pub struct Budget {
     left: Option<usize>,
@@ -53,10 +68,10 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Nodes and bytes a walk on a normal scheduler may touch: about 100 us.
+    /// What a walk on a normal scheduler may spend: [`NORMAL_BUDGET`].
     pub fn normal() -> Budget {
         Budget {
-            left: Some(20_000),
+            left: Some(NORMAL_BUDGET),
             bytes: 0,
         }
     }
@@ -75,7 +90,7 @@ impl Budget {
         self.bytes = 0;
     }
 
-    /// Charges `cost` nodes of work, with no bytes.
+    /// Charges `cost` units of work, with no bytes.
     pub fn charge(&mut self, cost: usize) -> Result<(), Refusal> {
         self.spend(cost, 0)
     }
@@ -114,7 +129,8 @@ pub fn to_value(term: Term, budget: &mut Budget) -> Result<Value, Refusal> {
 fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal> {
     match term.get_type() {
         TermType::Atom => {
-            budget.spend(1, 8)?;
+            // Its name is looked up and copied.
+            budget.spend(2 * NODE, 8)?;
             let a = Atom::from_term(term).map_err(|_| refuse("an atom"))?;
             if a == atom::nil() {
                 Ok(Value::Nil)
@@ -129,14 +145,14 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
         TermType::Binary => {
             let bin = Binary::from_term(term)
                 .map_err(|_| refuse("a bitstring that is not a whole number of bytes"))?;
-            budget.spend(1 + bin.len() / 256, bin.len())?;
+            budget.spend(NODE + bin.len() / BYTES_PER_UNIT, bin.len())?;
             Ok(match std::str::from_utf8(bin.as_slice()) {
                 Ok(s) => Value::Str(s.to_owned()),
                 Err(_) => Value::Bin(bin.as_slice().to_vec()),
             })
         }
         TermType::Integer => {
-            budget.spend(1, 9)?;
+            budget.spend(NODE, 9)?;
             if let Ok(n) = term.decode::<i64>() {
                 Ok(Value::Int(n))
             } else if let Ok(n) = term.decode::<u64>() {
@@ -148,7 +164,7 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             }
         }
         TermType::Float => {
-            budget.spend(1, 9)?;
+            budget.spend(NODE, 9)?;
             Ok(Value::Float(
                 term.decode::<f64>().map_err(|_| refuse("this float"))?,
             ))
@@ -157,17 +173,19 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             if depth >= MAX_DEPTH {
                 return Err(too_deep());
             }
-            let len = term
-                .list_length()
-                .map_err(|_| refuse("an improper list (its tail is not a list)"))?;
-            // Every element costs at least one unit: a long list goes to a
-            // dirty scheduler before anything is allocated for it.
-            budget.spend(1 + len, 5)?;
-            let mut items = Vec::with_capacity(len.min(4096));
+            budget.spend(NODE, 5)?;
+            // Cell by cell, each charged as it is reached: the length of a
+            // long list is never counted first, and a list too long for a
+            // normal scheduler leaves it after a bounded stretch.
+            let mut items = Vec::new();
             let mut rest = term;
             while let Ok((head, tail)) = rest.list_get_cell() {
+                budget.charge(NODE)?;
                 items.push(deeper(|| walk(head, depth + 1, budget))?);
                 rest = tail;
+            }
+            if !rest.is_empty_list() {
+                return Err(refuse("an improper list (its tail is not a list)"));
             }
             Ok(Value::Array(items))
         }
@@ -175,14 +193,17 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
             if depth >= MAX_DEPTH {
                 return Err(too_deep());
             }
-            budget.spend(1, 5)?;
+            budget.spend(NODE, 5)?;
             if is_struct(term) {
                 return Err(Refusal::Struct);
             }
             let iter = MapIterator::new(term).ok_or_else(|| refuse("this map"))?;
-            let mut entries = Vec::with_capacity(term.map_size().unwrap_or(0));
+            // Capped: a huge map leaves for a dirty scheduler long before.
+            let mut entries = Vec::with_capacity(term.map_size().unwrap_or(0).min(1024));
             let mut atom_keys = false;
             for (k, v) in iter {
+                // Stepping the map's iterator costs a term's worth.
+                budget.charge(NODE)?;
                 atom_keys |= k.get_type() == TermType::Atom;
                 let key = deeper(|| walk(k, depth + 1, budget))?;
                 if matches!(key, Value::Array(_) | Value::Map(_)) {
@@ -191,6 +212,7 @@ fn walk(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, Refusal>
                 entries.push((key, deeper(|| walk(v, depth + 1, budget))?));
             }
             if atom_keys {
+                budget.charge(NODE * entries.len())?;
                 check_collisions(&entries)?;
             }
             Ok(Value::Map(entries))

@@ -65,3 +65,24 @@ fn debug_panic_in_next_write<'a>(
         ))
     })
 }
+
+/// Whether a write of `value` (`set`) stays on the calling normal
+/// scheduler, within the walk's budget, instead of going to a dirty one:
+/// for the tests that time the normal-scheduler step at its largest.
+#[rustler::nif]
+fn debug_fits_normal_budget(value: Term) -> bool {
+    let mut budget = crate::term::Budget::normal();
+    !matches!(
+        crate::term::to_value(value, &mut budget),
+        Err(crate::term::Refusal::OverBudget)
+    )
+}
+
+/// As [`debug_fits_normal_budget`], for the pairs of a `set_many`.
+#[rustler::nif]
+fn debug_pairs_fit_normal_budget(pairs: Term) -> bool {
+    !matches!(
+        crate::write::build_set_many(&[pairs], &mut crate::term::Budget::normal()),
+        Err(crate::term::Refusal::OverBudget)
+    )
+}

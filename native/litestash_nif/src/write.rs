@@ -12,7 +12,7 @@
 use crate::error::{error_tuple, guard, panicked};
 use crate::registry::resolve;
 use crate::reply::{answer, reply_to};
-use crate::term::{to_value, Budget, Refusal};
+use crate::term::{to_value, Budget, Refusal, PAIR};
 use litestash_core::{Error, ErrorKind, InlineSlot, Request, Store, Submitted, Value};
 use rustler::sys::{ErlNifEnv, ErlNifTerm, ERL_NIF_DIRTY_JOB_IO_BOUND};
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -48,6 +48,11 @@ fn enter<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> NifResult<Term<
             Ok(store) => store,
             Err(e) => return Ok(error_tuple(env, &e)),
         };
+        // Before the arguments are looked at: whatever the write, a
+        // read-only store refuses it.
+        if store.store.is_read_only() {
+            return Ok(error_tuple(env, &store.store.read_only_error()));
+        }
         if nif.inline {
             if let Some(slot) = store.store.inline_slot() {
                 // Carried to the continuation, which takes it back first.
@@ -195,19 +200,27 @@ fn build_compact(_: &[Term], _: &mut Budget) -> Result<Request, Refusal> {
 
 /// `[{key, value}]`, walked within the budget one pair at a time (never
 /// the whole list first).
-fn build_set_many(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
-    let list = args[0].into_list_iterator().map_err(|_| {
+pub(crate) fn build_set_many(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
+    let not_a_list = || {
         Refusal::Error(Error::new(
             ErrorKind::InvalidArgument,
-            "the pairs are not a list",
+            "the pairs are not a proper list",
         ))
-    })?;
+    };
     let mut pairs: Vec<(Binary, Value)> = Vec::new();
-    for pair in list {
-        budget.charge(1)?;
+    let mut rest = args[0];
+    while let Ok((pair, tail)) = rest.list_get_cell() {
         budget.next_value();
         let (k, v): (Term, Term) = arg(pair, "pair")?;
-        pairs.push((key(k)?, to_value(v, budget)?));
+        let k = key(k)?;
+        // Measured: hashing, routing and handing over a pair costs about
+        // twenty terms' worth, and its key's hash a few units a byte.
+        budget.charge(PAIR + 3 * k.len())?;
+        pairs.push((k, to_value(v, budget)?));
+        rest = tail;
+    }
+    if !rest.is_empty_list() {
+        return Err(not_a_list());
     }
     let refs: Vec<(&[u8], &Value)> = pairs.iter().map(|(k, v)| (k.as_slice(), v)).collect();
     Ok(Request::set_many(&refs)?)

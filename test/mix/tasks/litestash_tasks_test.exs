@@ -2,6 +2,7 @@ defmodule Mix.Tasks.LitestashTasksTest do
   use ExUnit.Case, async: false
 
   import LiteStash.Test.Helpers
+  alias LiteStash.Test.ChildBeam
 
   @moduletag :tmp_dir
 
@@ -65,6 +66,16 @@ defmodule Mix.Tasks.LitestashTasksTest do
       assert out =~ "key_hash"
     end
 
+    test "says 1 row, not 1 rows", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.set(s, "only", 1)
+      :ok = LiteStash.stop(s)
+      {0, out} = run_task("litestash.check", [dir])
+      assert out =~ ~r/: 1 row$/m
+      refute out =~ "1 rows"
+      assert out =~ ": 0 rows"
+    end
+
     test "refuses a directory that is not a data dir", %{tmp_dir: dir} do
       {status, out} = run_task("litestash.check", [dir])
       assert status == 1
@@ -74,6 +85,60 @@ defmodule Mix.Tasks.LitestashTasksTest do
     test "checks the contract fixture", %{tmp_dir: dir} do
       {status, _out} = run_task("litestash.check", [copy_fixture!(Path.join(dir, "f"))])
       assert status == 0
+    end
+  end
+
+  describe "both tasks" do
+    test "--help prints the usage and exits 0" do
+      for task <- ["litestash.check", "litestash.stats"] do
+        assert {0, out} = run_task(task, ["--help"])
+        assert out =~ "mix #{task} DATA_DIR", task
+      end
+    end
+
+    test "a missing dir does not exist", %{tmp_dir: dir} do
+      missing = Path.join(dir, "nonexistent")
+
+      for task <- ["litestash.check", "litestash.stats"] do
+        assert {1, out} = run_task(task, [missing])
+        assert out =~ "#{missing}: does not exist", task
+        refute out =~ "not a directory"
+      end
+    end
+
+    test "say when a store of this VM has the dir open, and still report", %{tmp_dir: dir} do
+      data = written_dir(dir)
+      _s = start_store!(data)
+
+      assert {0, out} = run_task("litestash.check", [data])
+      assert out =~ "is open in a running VM"
+      assert out =~ "all 16 shard files pass"
+      assert {0, out} = run_task("litestash.stats", [data])
+      assert out =~ "is open in a running VM"
+      assert out =~ ~r/^total\s+501\s+1\s/m
+    end
+
+    test "say when another OS process has the dir open", %{tmp_dir: dir} do
+      data = Path.join(dir, "kv")
+      child = ChildBeam.start(["crash", data, "normal", "1", "0"], dir)
+
+      try do
+        ChildBeam.await_line(child, "ack 0 3")
+        assert {_, out} = run_task("litestash.stats", [data])
+        assert out =~ "is open in a running VM"
+        assert out =~ ~r/^total\s+\d+/m
+      after
+        ChildBeam.kill(child)
+      end
+
+      # Killed, it holds no lock: its leftover -shm files no longer count.
+      assert {0, out} = run_task("litestash.stats", [data])
+      refute out =~ "is open in a running VM"
+    end
+
+    test "a stopped store's dir is not reported open", %{tmp_dir: dir} do
+      assert {0, out} = run_task("litestash.check", [written_dir(dir)])
+      refute out =~ "is open"
     end
   end
 

@@ -6,10 +6,12 @@ pub(crate) mod sql;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{table_names, SHARDS, TABLES_PER_SHARD};
 use crate::options::Options;
+use rusqlite::backup::{Backup, StepResult};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 pub(crate) use sql::TableSql;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// `PRAGMA application_id` of every shard file: "LSKV".
 pub const APPLICATION_ID: i32 = 0x4C53_4B56;
@@ -25,7 +27,10 @@ const PAGE_SIZE: u32 = 4096;
 pub(crate) struct ShardFile {
     /// Index into [`SHARDS`].
     pub index: usize,
+    /// The file, or for an in-memory shard its `file:` URI.
     pub path: PathBuf,
+    /// An SQLite in-memory database (the `memdb` VFS) rather than a file.
+    pub memory: bool,
     pub tables: [TableSql; TABLES_PER_SHARD],
 }
 
@@ -34,6 +39,21 @@ impl ShardFile {
         ShardFile {
             index,
             path: path(data_dir, index),
+            memory: false,
+            tables: table_names(index).each_ref().map(|t| TableSql::new(t)),
+        }
+    }
+
+    /// Shard `index` of the in-memory store `tag`: a database of the
+    /// `memdb` VFS whose name starts with `/`, which SQLite shares between
+    /// all the connections of this process that open the same name, and
+    /// frees when the last of them closes.
+    pub fn in_memory(tag: &str, index: usize) -> ShardFile {
+        let name = format!("file:/litestash-{tag}-{}?vfs=memdb", SHARDS[index]);
+        ShardFile {
+            index,
+            path: PathBuf::from(name),
+            memory: true,
             tables: table_names(index).each_ref().map(|t| TableSql::new(t)),
         }
     }
@@ -73,9 +93,14 @@ impl ShardFile {
     }
 
     pub(crate) fn connect(&self, options: &Options) -> Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut flags = if options.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if self.memory {
+            flags |= OpenFlags::SQLITE_OPEN_URI;
+        }
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
         conn.busy_timeout(options.busy_timeout)
             .map_err(|e| self.err(e))?;
@@ -186,10 +211,12 @@ impl ShardFile {
     /// tables when new; checks identity and version when not, before
     /// anything is written to it.
     pub fn open_writer(&self, options: &Options) -> Result<Connection> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(&e, &dir.display().to_string()))?;
-        if self.path.is_dir() {
-            return Err(self.is_a_dir());
+        if !self.memory {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(&e, &dir.display().to_string()))?;
+            if self.path.is_dir() {
+                return Err(self.is_a_dir());
+            }
         }
         let conn = self.connect(options)?;
         if self.identify(&conn)? == Identity::Empty {
@@ -199,12 +226,22 @@ impl ShardFile {
             conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
                 .map_err(|e| self.err(e))?;
         }
-        let mode = self.enter_wal(&conn, options)?;
-        if !mode.eq_ignore_ascii_case("wal") {
+        // An in-memory database cannot be in WAL mode (it has no shared
+        // memory file): it keeps its rollback journal in memory, and its
+        // readers and writer take turns (see `Store::open_memory`).
+        let (mode, wanted) = if self.memory {
+            let mode: String = conn
+                .query_row(sql::ENTER_MEMORY_JOURNAL, [], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            (mode, "memory")
+        } else {
+            (self.enter_wal(&conn, options)?, "wal")
+        };
+        if !mode.eq_ignore_ascii_case(wanted) {
             return Err(Error::new(
                 ErrorKind::Io,
                 format!(
-                    "{}: could not switch to WAL (journal_mode is {mode})",
+                    "{}: could not switch to journal_mode {wanted} (it is {mode})",
                     self.path.display()
                 ),
             ));
@@ -271,6 +308,65 @@ impl ShardFile {
         };
         conn.execute_batch(end).map_err(|e| self.err(e))?;
         result
+    }
+
+    /// Opens the first read connection of a store opened `read_only`,
+    /// checking that the file is there and is a LiteStash shard: there is
+    /// no writer to have checked it. It writes nothing to the file.
+    ///
+    /// SQLite reads a WAL file read-only when its `-wal` and `-shm` exist
+    /// (another process has it open) or when it can create them (the
+    /// directory is writable; a store closed cleanly leaves neither).
+    pub fn open_read_only(&self, options: &Options) -> Result<Connection> {
+        if !self.path.is_file() {
+            return Err(Error::new(
+                ErrorKind::NotLitestash,
+                format!(
+                    "{}: the shard file is missing (read_only: true opens a data dir that a store has created)",
+                    self.path.display()
+                ),
+            ));
+        }
+        let conn = self.open_reader(options)?;
+        match self.identify(&conn)? {
+            Identity::Current => self.check_columns(&conn)?,
+            Identity::Empty => {
+                return Err(self.refuse(
+                    ErrorKind::NotLitestash,
+                    "an empty SQLite file, not yet a LiteStash shard",
+                ))
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Copies the database `source` reads into `dest`, page by page under
+    /// one read lock (SQLite's backup API), retrying while a writer holds
+    /// the lock, up to `wait`.
+    pub(crate) fn copy_database(
+        &self,
+        source: &Connection,
+        dest: &mut Connection,
+        wait: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        let backup = Backup::new(source, dest).map_err(|e| self.err(e))?;
+        loop {
+            match backup.step(-1).map_err(|e| self.err(e))? {
+                StepResult::Done => return Ok(()),
+                StepResult::More => {}
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!(
+                            "{}: the shard stayed locked for {wait:?}",
+                            self.path.display()
+                        ),
+                    ))
+                }
+            }
+        }
     }
 
     /// Whether the file holds the replica table (contract section 10).

@@ -98,6 +98,8 @@ pub(crate) const APPLICATION_ID: &str = "PRAGMA application_id";
 pub(crate) const USER_VERSION: &str = "PRAGMA user_version";
 pub(crate) const JOURNAL_MODE: &str = "PRAGMA journal_mode";
 pub(crate) const ENTER_WAL: &str = "PRAGMA journal_mode = WAL";
+/// The journal mode of an in-memory shard, which cannot use WAL.
+pub(crate) const ENTER_MEMORY_JOURNAL: &str = "PRAGMA journal_mode = MEMORY";
 pub(crate) const INTEGRITY_CHECK: &str = "PRAGMA integrity_check";
 pub(crate) const QUERY_ONLY: &str = "PRAGMA query_only = ON";
 pub(crate) const AUTO_VACUUM: &str = "PRAGMA auto_vacuum";
@@ -149,6 +151,9 @@ pub(crate) struct TableSql {
     /// Rows with keys in `[?1, ?2)`, in key order, with expiry, up to the
     /// limit given to [`TableSql::range`].
     range: String,
+    /// As `range`, without the values (NULL in their place): a walk of
+    /// keys alone reads no value from the file.
+    range_keys: String,
     pub clear: String,
 }
 
@@ -181,6 +186,11 @@ impl TableSql {
                  LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
                  WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT "
             ),
+            range_keys: format!(
+                "SELECT t.\"key\", NULL, e.expires_at FROM \"{table}\" AS t \
+                 LEFT JOIN litestash_expiry AS e ON e.key_hash = t.key_hash \
+                 WHERE t.\"key\" >= ?1 AND t.\"key\" < ?2 ORDER BY t.\"key\" LIMIT "
+            ),
             clear: format!("DELETE FROM \"{table}\""),
         }
     }
@@ -188,6 +198,11 @@ impl TableSql {
     /// The range query with `limit` in its text (see [`expiry_due`] for why).
     pub fn range(&self, limit: usize) -> String {
         format!("{}{limit}", self.range)
+    }
+
+    /// The keys-only range query with `limit` in its text.
+    pub fn range_keys(&self, limit: usize) -> String {
+        format!("{}{limit}", self.range_keys)
     }
 
     /// The table and its unique key index, created when missing.
