@@ -748,12 +748,11 @@ defmodule LiteStash do
     * `:ttl` - milliseconds until the key expires, as for `set/4`; without
       it the key never expires. With it, an expiring lock is one atomic call:
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_put_new)
-      iex> LiteStash.put_new(:doc_put_new, "lock:job-7", "owner-a", ttl: 30_000)
+      iex> LiteStash.delete("lock:nightly")
       :ok
-      iex> {:error, %LiteStash.Error{reason: :exists}} = LiteStash.put_new(:doc_put_new, "lock:job-7", "owner-b")
-      iex> LiteStash.stop(:doc_put_new)
+      iex> LiteStash.put_new("lock:nightly", "owner-a", ttl: 30_000)
       :ok
+      iex> {:error, %LiteStash.Error{reason: :exists}} = LiteStash.put_new("lock:nightly", "owner-b")
   """
   @spec put_new(server(), key(), value(), keyword()) :: :ok | {:error, Error.t()}
   def put_new(server, key, value, opts) do
@@ -800,14 +799,11 @@ defmodule LiteStash do
     * `:ttl` - milliseconds until the key expires, as for `set/4`. Without
       it any expiry of the key is cleared, as `set/4` does.
 
-      iex> {:ok, _} = LiteStash.start_link(data_dir: LiteStash.DocHelper.tmp_dir(), name: :doc_cas)
-      iex> LiteStash.put_new(:doc_cas, "lock", "owner-a", ttl: 30_000)
+      iex> LiteStash.set("lock:weekly", "owner-a", ttl: 30_000)
       :ok
-      iex> LiteStash.compare_and_set(:doc_cas, "lock", "owner-a", "owner-b", ttl: 30_000)
+      iex> LiteStash.compare_and_set("lock:weekly", "owner-a", "owner-b", ttl: 30_000)
       :ok
-      iex> {:error, %LiteStash.Error{reason: :mismatch}} = LiteStash.compare_and_set(:doc_cas, "lock", "owner-a", "x")
-      iex> LiteStash.stop(:doc_cas)
-      :ok
+      iex> {:error, %LiteStash.Error{reason: :mismatch}} = LiteStash.compare_and_set("lock:weekly", "owner-a", "x")
   """
   @spec compare_and_set(server(), key(), value(), value(), keyword()) :: :ok | {:error, Error.t()}
   def compare_and_set(server, key, expected, new, opts) do
