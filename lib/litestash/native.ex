@@ -65,8 +65,8 @@ defmodule LiteStash.Native do
   ## write.rs: each answers, or returns :queued and the answer comes as {ref, answer}
 
   def set(_server, _ref, _key, _value, _ttl_ms_or_nil), do: err()
-  def put_new(_server, _ref, _key, _value), do: err()
-  def compare_and_set(_server, _ref, _key, _expected, _new), do: err()
+  def put_new(_server, _ref, _key, _value, _ttl_ms_or_nil), do: err()
+  def compare_and_set(_server, _ref, _key, _expected, _new, _ttl_ms_or_nil), do: err()
   def incr(_server, _ref, _key, _by), do: err()
   def delete(_server, _ref, _key), do: err()
   def expire(_server, _ref, _key, _ttl_ms_or_nil), do: err()

@@ -49,7 +49,7 @@ mod store;
 mod test_hooks;
 mod writer;
 
-pub use admin::ShardInfo;
+pub use admin::{ShardInfo, BACKUP_INCOMPLETE};
 pub use cache::{Stored, CACHEABLE_BYTES};
 pub use check::{inspect_dir, Depth, ShardReport};
 pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};

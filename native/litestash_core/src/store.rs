@@ -143,6 +143,7 @@ impl Store {
                 format!("{}: the data dir is not a directory", dir.display()),
             ));
         }
+        crate::admin::refuse_incomplete_backup(dir)?;
         if options.read_only {
             return Store::open_read_only(dir, options);
         }
@@ -657,10 +658,7 @@ impl Store {
     }
 
     fn queue(&self, queue: &Queue, op: Op, reply: Reply) -> Result<()> {
-        let job = Job {
-            op,
-            reply: reply.queued(),
-        };
+        let job = Job::new(op, reply.queued());
         if queue.send(job) {
             Ok(())
         } else {

@@ -31,6 +31,20 @@ use std::time::{Duration, Instant};
 pub(crate) struct Job {
     pub op: Op,
     pub reply: Reply,
+    /// When it was queued: a job queued before a wait for the file's lock
+    /// that timed out has had its busy timeout, and is not made to wait
+    /// another one (see [`Writer::last_busy`]).
+    queued_at: Instant,
+}
+
+impl Job {
+    pub(crate) fn new(op: Op, reply: Reply) -> Job {
+        Job {
+            op,
+            reply,
+            queued_at: Instant::now(),
+        }
+    }
 }
 
 enum Message {
@@ -75,6 +89,12 @@ impl Queue {
                 false
             }
         }
+    }
+
+    /// Messages in the channel now (a test's view of the backlog).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn backlog(&self) -> usize {
+        self.tx.len()
     }
 
     /// Tells the writer to commit what is queued, then stop.
@@ -152,6 +172,7 @@ pub(crate) fn spawn(
         next_sweep: Instant::now() + options.sweep_interval,
         next_truncate: Instant::now(),
         busy_timeout: options.busy_timeout,
+        last_busy: None,
         compacting: Vec::new(),
         hook,
         replica,
@@ -268,6 +289,12 @@ pub(crate) struct Writer {
     next_truncate: Instant,
     /// The connection's busy timeout, restored after a checkpoint.
     busy_timeout: Duration,
+    /// When the last transaction that timed out waiting for the file's
+    /// lock (another process held it) began, and its error; `None` once a
+    /// transaction gets the lock. Jobs queued before that moment have
+    /// waited a full busy timeout already: they get the error at once, so
+    /// that waits do not add up batch after batch.
+    last_busy: Option<(Instant, Error)>,
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
@@ -322,6 +349,7 @@ impl Writer {
             Op::Install(path) => self.install(path).map(|()| Outcome::Done),
             op => self.transaction(|w| w.apply(op)),
         }))
+        .inspect(|result| self.note_lock(started, result))
         .unwrap_or_else(|_| {
             self.abandon_transaction();
             Err(Error::new(
@@ -402,12 +430,16 @@ impl Writer {
             answers.extend(self.commit_batch(batch));
             return answers;
         }
+        answers = self.answer_timed_out(&mut batch);
         if batch.is_empty() {
-            return Vec::new();
+            return answers;
         }
+        let started = Instant::now();
         if batch.len() == 1 {
-            let results = vec![self.transaction(|w| w.apply(&batch[0].op))];
-            return pair(batch, results);
+            let result = self.transaction(|w| w.apply(&batch[0].op));
+            self.note_lock(started, &result);
+            answers.extend(pair(batch, vec![result]));
+            return answers;
         }
         let together = self.transaction(|w| {
             batch
@@ -415,18 +447,57 @@ impl Writer {
                 .map(|job| w.apply_isolated(&job.op))
                 .collect::<Result<Vec<_>>>()
         });
-        match together {
-            Ok(results) => pair(batch, results),
-            // The transaction as a whole failed (the disk filled at commit,
-            // a lock timed out): commit each write on its own so that only
-            // the writes that fail again get an error.
+        self.note_lock(started, &together);
+        let results = match together {
+            Ok(results) => results,
+            // The file's lock was not had within the busy timeout: every
+            // write of the batch has waited it, and gets the answer now.
+            Err(e) if e.kind() == ErrorKind::Busy => batch.iter().map(|_| Err(e.clone())).collect(),
+            // The transaction as a whole failed for a reason that may be
+            // one write's (the disk filled at commit): commit each write on
+            // its own so that only the writes that fail again get an error,
+            // and stop trying as soon as the lock is lost.
             Err(_) => {
-                let results = batch
-                    .iter()
-                    .map(|job| self.transaction(|w| w.apply(&job.op)))
-                    .collect();
-                pair(batch, results)
+                let mut results = Vec::with_capacity(batch.len());
+                for job in &batch {
+                    let result = match &self.last_busy {
+                        Some((_, e)) => Err(e.clone()),
+                        None => {
+                            let started = Instant::now();
+                            let result = self.transaction(|w| w.apply(&job.op));
+                            self.note_lock(started, &result);
+                            result
+                        }
+                    };
+                    results.push(result);
+                }
+                results
             }
+        };
+        answers.extend(pair(batch, results));
+        answers
+    }
+
+    /// Takes out of `batch` the jobs queued before the last transaction
+    /// that timed out on the lock began: their answers, that error.
+    fn answer_timed_out(&self, batch: &mut Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
+        let Some((since, error)) = &self.last_busy else {
+            return Vec::new();
+        };
+        let (stale, fresh): (Vec<Job>, Vec<Job>) =
+            batch.drain(..).partition(|job| job.queued_at <= *since);
+        *batch = fresh;
+        stale
+            .into_iter()
+            .map(|job| (job.reply, Err(error.clone())))
+            .collect()
+    }
+
+    /// Records whether a transaction begun at `started` had the lock.
+    fn note_lock<T>(&mut self, started: Instant, result: &Result<T>) {
+        match result {
+            Err(e) if e.kind() == ErrorKind::Busy => self.last_busy = Some((started, e.clone())),
+            _ => self.last_busy = None,
         }
     }
 
