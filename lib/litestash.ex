@@ -126,6 +126,26 @@ defmodule LiteStash do
       once (each holds an SQLite connection, so file descriptors, until it
       is done or halted). Past it, enumerating another raises
       `LiteStash.Error` with `reason: :too_many_streams`, at once. Default `64`.
+    * `:cache_size` - bytes of decoded values the store keeps in memory for
+      reads, counted with their keys and bookkeeping. Default `33_554_432`
+      (32 MiB); `0` turns the cache off. A `get`, `exists` or `ttl` that the
+      cache answers runs on the calling scheduler, without SQLite; any
+      other read goes to the shard file on a dirty IO scheduler and fills
+      the cache. Values over 4 KiB encoded are not cached. The cache never
+      serves a stale value: the store's own writes update it before they
+      return, an expired key is never served from it, and a commit by
+      another OS process to the same files is noticed (through SQLite's
+      WAL index) by every read that starts after that commit returned.
+    * `:page_cache_size` - bytes of SQLite page cache for the whole store,
+      shared out evenly over its connections (each shard's writer and up to
+      one pooled reader per dirty IO scheduler, at least 64 KiB each).
+      Default `67_108_864` (64 MiB). The files are also memory-mapped for
+      reads; those pages are the OS's page cache, not counted here.
+    * `:wal_limit` - bytes of write-ahead log per shard after which its
+      writer copies the log back into the file; past 6 times that it waits
+      briefly for readers and truncates the log. Default `8_240_000`
+      (2,000 pages). Lower it on small devices: 16 shards each keep up to
+      this much WAL.
     * `:replica` - `true` opens the data dir as one replica of a clustered
       store: its files get the contract's replica table (section 10), and
       only the cluster's log writes them (every other write answers
@@ -211,6 +231,9 @@ defmodule LiteStash do
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
           | {:max_streams, pos_integer()}
+          | {:cache_size, non_neg_integer()}
+          | {:page_cache_size, non_neg_integer()}
+          | {:wal_limit, pos_integer()}
           | {:replica, boolean()}
           | {:cluster, [node()]}
           | {:replication_factor, pos_integer() | nil}
@@ -228,6 +251,9 @@ defmodule LiteStash do
     inline_commits: 1,
     read_only: false,
     max_streams: 64,
+    cache_size: 32 * 1024 * 1024,
+    page_cache_size: 64 * 1024 * 1024,
+    wal_limit: 2000 * (4096 + 24),
     replica: false
   ]
 
@@ -262,9 +288,15 @@ defmodule LiteStash do
     memory? = opts[:data_dir] == :memory
     path = if memory?, do: "", else: Path.expand(opts[:data_dir])
 
-    # Every validated option but these two reaches the NIF, as a map.
+    # Every validated option but these two reaches the NIF, as a map, with
+    # the readers per shard: no more reads run at once than there are dirty
+    # IO schedulers.
     native_options =
-      opts |> Keyword.drop([:name, :data_dir]) |> Map.new() |> Map.put(:memory, memory?)
+      opts
+      |> Keyword.drop([:name, :data_dir])
+      |> Map.new()
+      |> Map.put(:memory, memory?)
+      |> Map.put(:readers_per_shard, min(:erlang.system_info(:dirty_io_schedulers), 16))
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -335,6 +367,9 @@ defmodule LiteStash do
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
     max_streams: "an integer from 1 to 65536",
+    cache_size: "a non-negative integer of bytes",
+    page_cache_size: "a non-negative integer of bytes",
+    wal_limit: "a positive integer of bytes",
     replica: "a boolean",
     cluster: "a non-empty list of node names",
     replication_factor: "a positive integer or nil",
@@ -375,6 +410,12 @@ defmodule LiteStash do
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
   defp valid_option?(:max_streams, n), do: is_integer(n) and n >= 1 and n <= 65_536
+  defp valid_option?(:cache_size, n), do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
+
+  defp valid_option?(:page_cache_size, n),
+    do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
+
+  defp valid_option?(:wal_limit, n), do: is_integer(n) and n > 0 and n < 281_474_976_710_656
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
   defp valid_option?(key, value), do: LiteStash.Cluster.valid_option?(key, value)
 
@@ -393,7 +434,8 @@ defmodule LiteStash do
 
     * `:ttl` - milliseconds until the key expires (a positive integer). From
       then on it is invisible to every read, and a sweep deletes it. Without
-      `:ttl`, any earlier expiry of the key is cleared.
+      `:ttl`, any earlier expiry of the key is cleared (see "Expiry" under
+      `expire/3` for the rule every write follows).
 
   Returns `:ok` once the write is committed, or `{:error, %LiteStash.Error{}}`:
   `:invalid_key`, `:unsupported_value`, `:value_too_large`, `:too_deep`
@@ -459,7 +501,8 @@ defmodule LiteStash do
   pair refuses the whole call. The keys of one shard file are committed
   atomically together; keys on different shard files are committed
   independently (see the data contract, section 7). Returns `:ok` when all
-  are committed, or the first error.
+  are committed, or the first error. Like `set/4` without `:ttl`, it clears
+  any expiry of the keys it writes.
   """
   @spec mset(server(), %{key() => value()} | [{key(), value()}]) :: :ok | {:error, Error.t()}
   def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
@@ -712,6 +755,16 @@ defmodule LiteStash do
   @doc """
   Makes `key` expire `ms` milliseconds from now. Returns `:ok`, or
   `{:error, %LiteStash.Error{reason: :not_found}}` when the key is not stored.
+
+  ## Expiry
+
+  One rule for every write: a write that stores a value (`set/4`, `mset/2`,
+  `put_new/4`, `compare_and_set/5`, and so `update/4` and
+  `get_and_update/3`) sets the key's expiry to its own `:ttl` option, and
+  clears it when none is given, so the key has exactly the lifetime the
+  last writer asked for. `incr/3` is the one exception, as in Redis: it
+  keeps the key's expiry (a counter created by `incr` has none).
+  `expire/3` and `persist/2` change only the expiry; `delete/2` removes both.
   """
   @spec expire(server(), key(), pos_integer()) :: :ok | {:error, Error.t()}
   def expire(server \\ __MODULE__, key, ms) do
@@ -793,34 +846,116 @@ defmodule LiteStash do
   @doc """
   Stores `value` under `key` only if the key is absent (or expired).
   Returns `:ok`, or `{:error, %LiteStash.Error{reason: :exists}}`.
-  """
-  @spec put_new(server(), key(), value()) :: :ok | {:error, Error.t()}
-  def put_new(server \\ __MODULE__, key, value) do
-    key = Args.key!(key)
 
+  Call it as `put_new(key, value)`, `put_new(key, value, opts)`,
+  `put_new(server, key, value)` or `put_new(server, key, value, opts)`.
+
+  ## Options
+
+    * `:ttl` - milliseconds until the key expires, as for `set/4`; without
+      it the key never expires. With it, an expiring lock is one atomic call:
+
+      iex> LiteStash.delete("lock:nightly")
+      :ok
+      iex> LiteStash.put_new("lock:nightly", "owner-a", ttl: 30_000)
+      :ok
+      iex> {:error, %LiteStash.Error{reason: :exists}} = LiteStash.put_new("lock:nightly", "owner-b")
+  """
+  @spec put_new(server(), key(), value(), keyword()) :: :ok | {:error, Error.t()}
+  def put_new(server, key, value, opts) do
+    key = Args.key!(key)
+    opts = Args.options!(opts, "the fourth argument of put_new/4")
+
+    do_put_new(server, key, value, Args.ttl_option!(opts, "put_new/4"))
+  end
+
+  @doc "`put_new(key, value, opts)` on the store `LiteStash`, or `put_new(server, key, value)`; see `put_new/4`."
+  @spec put_new(server() | key(), key() | value(), value() | keyword()) ::
+          :ok | {:error, Error.t()}
+  def put_new(key, value, opts) when is_binary(key) do
+    opts = Args.options!(opts, "the third argument of put_new/3 (after a key and a value)")
+
+    do_put_new(__MODULE__, key, value, Args.ttl_option!(opts, "put_new/3"))
+  end
+
+  def put_new(server, key, value), do: do_put_new(server, Args.key!(key), value, nil)
+
+  @doc "`put_new(key, value)` on the store `LiteStash`; see `put_new/4`."
+  @spec put_new(key(), value()) :: :ok | {:error, Error.t()}
+  def put_new(key, value), do: do_put_new(__MODULE__, Args.key!(key, "put_new/2"), value, nil)
+
+  defp do_put_new(server, key, value, ttl) do
     if clustered?(server),
-      do: LiteStash.Cluster.put_new(server, key, value),
-      else: Call.write(server, :put_new, value, &Native.put_new(&1, &2, key, &3))
+      do: LiteStash.Cluster.put_new(server, key, value, ttl),
+      else: Call.write(server, :put_new, value, &Native.put_new(&1, &2, key, &3, ttl))
   end
 
   @doc """
   Stores `new` under `key` only if the stored value equals `expected`, in one
-  transaction of the key's shard writer. Values are compared by their
-  canonical MessagePack encoding: map order does not matter, types do (`1`
-  and `1.0` differ, atoms compare as their strings). An `expected` of `nil`
+  transaction of the key's shard writer. Values are compared as the terms
+  `get/2` returns: map order does not matter, types do (`1` and `1.0`
+  differ, atoms compare as their strings), and `expected` equal to what
+  `get/2` returned always matches, whatever wrote the value (a NaN read as
+  `:nan`, a MessagePack bin read as a string). An `expected` of `nil`
   matches an absent key as well as a stored `nil`.
 
   Returns `:ok`, or `{:error, %LiteStash.Error{reason: :mismatch}}`.
-  """
-  @spec compare_and_set(server(), key(), value(), value()) :: :ok | {:error, Error.t()}
-  def compare_and_set(server \\ __MODULE__, key, expected, new) do
-    key = Args.key!(key)
 
+  Call it as `compare_and_set(key, expected, new)`, with `opts` after `new`,
+  and with `server` first.
+
+  ## Options
+
+    * `:ttl` - milliseconds until the key expires, as for `set/4`. Without
+      it any expiry of the key is cleared, as `set/4` does.
+
+      iex> LiteStash.set("lock:weekly", "owner-a", ttl: 30_000)
+      :ok
+      iex> LiteStash.compare_and_set("lock:weekly", "owner-a", "owner-b", ttl: 30_000)
+      :ok
+      iex> {:error, %LiteStash.Error{reason: :mismatch}} = LiteStash.compare_and_set("lock:weekly", "owner-a", "x")
+  """
+  @spec compare_and_set(server(), key(), value(), value(), keyword()) :: :ok | {:error, Error.t()}
+  def compare_and_set(server, key, expected, new, opts) do
+    key = Args.key!(key)
+    opts = Args.options!(opts, "the fifth argument of compare_and_set/5")
+
+    do_compare_and_set(server, key, expected, new, Args.ttl_option!(opts, "compare_and_set/5"))
+  end
+
+  @doc """
+  `compare_and_set(key, expected, new, opts)` on the store `LiteStash`, or
+  `compare_and_set(server, key, expected, new)`; see `compare_and_set/5`.
+  """
+  @spec compare_and_set(server() | key(), key() | value(), value(), value() | keyword()) ::
+          :ok | {:error, Error.t()}
+  def compare_and_set(key, expected, new, opts) when is_binary(key) do
+    opts =
+      Args.options!(opts, "the fourth argument of compare_and_set/4 (after a key and two values)")
+
+    do_compare_and_set(
+      __MODULE__,
+      key,
+      expected,
+      new,
+      Args.ttl_option!(opts, "compare_and_set/4")
+    )
+  end
+
+  def compare_and_set(server, key, expected, new),
+    do: do_compare_and_set(server, Args.key!(key), expected, new, nil)
+
+  @doc "`compare_and_set(key, expected, new)` on the store `LiteStash`; see `compare_and_set/5`."
+  @spec compare_and_set(key(), value(), value()) :: :ok | {:error, Error.t()}
+  def compare_and_set(key, expected, new),
+    do: do_compare_and_set(__MODULE__, Args.key!(key, "compare_and_set/3"), expected, new, nil)
+
+  defp do_compare_and_set(server, key, expected, new, ttl) do
     if clustered?(server) do
-      LiteStash.Cluster.compare_and_set(server, key, expected, new)
+      LiteStash.Cluster.compare_and_set(server, key, expected, new, ttl)
     else
       Call.write(server, :compare_and_set, [expected, new], fn target, ref, [expected, new] ->
-        Native.compare_and_set(target, ref, key, expected, new)
+        Native.compare_and_set(target, ref, key, expected, new, ttl)
       end)
     end
   end
@@ -831,12 +966,12 @@ defmodule LiteStash do
   concurrent writers of the key: no update is lost.
 
   It is optimistic: it reads the key, calls `fun`, and writes the result
-  with `compare_and_set/4` (`put_new/3` for an absent key); when another
+  with `compare_and_set/5` (`put_new/4` for an absent key); when another
   writer changed the key in between, it starts again. So each call costs
   at least one read and one write (a commit), `fun` may run more than once
   and must have no side effects, and many processes updating one key wait
   on each other's commits. For counters, `incr/3` is a single write. The
-  value written has no expiry (as with `compare_and_set/4`). Returns `:ok`
+  value written has no expiry (the rule of "Expiry" under `expire/3`). Returns `:ok`
   or the first error other than a lost race.
 
   On the default store (see the module doc's "Usage"):
@@ -884,6 +1019,13 @@ defmodule LiteStash do
   copied in one snapshot (SQLite's `VACUUM INTO`); shards are copied one
   after another, so a write that spans shards may be in one copy and not
   another. The copy opens as a LiteStash data dir.
+
+  A backup is complete or not there: it is built in a hidden dir beside
+  `dest_dir` (`.NAME.litestash-backup-PID`, marked with a
+  `LITESTASH_BACKUP_INCOMPLETE` file) and renamed to `dest_dir` once every
+  shard is copied. A backup interrupted by a crash leaves only that hidden
+  dir, which `start_link/1` and `mix litestash.check` refuse with
+  `reason: :incomplete_backup`; delete it.
   """
   @spec backup(server(), Path.t()) :: :ok | {:error, Error.t()}
   def backup(server \\ __MODULE__, dest_dir) do
@@ -902,8 +1044,13 @@ defmodule LiteStash do
   end
 
   @doc """
-  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n, wal_bytes: n}]}`.
-  A damaged shard has `keys: {:error, %LiteStash.Error{}}`.
+  Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n,
+  wal_bytes: n, value_cache_bytes: n, page_cache_bytes: n}]}`.
+  `value_cache_bytes` is what the value cache holds for the shard's keys
+  (bounded by `:cache_size` for all shards together), `page_cache_bytes`
+  the SQLite page cache its writer and idle readers use (bounded by
+  `:page_cache_size` together). A damaged shard has
+  `keys: {:error, %LiteStash.Error{}}`.
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}
   def info(server \\ __MODULE__) do

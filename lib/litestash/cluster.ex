@@ -191,15 +191,23 @@ defmodule LiteStash.Cluster do
           :ok | {:error, Error.t()}
   def set(name, key, value, ttl \\ nil), do: one(name, key, {:set, key, value, ttl}, true)
 
-  @doc "Like `LiteStash.put_new/3`, replicated; answered from the replicated state."
-  @spec put_new(atom(), String.t(), LiteStash.value()) :: :ok | {:error, Error.t()}
-  def put_new(name, key, value), do: one(name, key, {:put_new, key, value, nil}, false)
-
-  @doc "Like `LiteStash.compare_and_set/4`, replicated."
-  @spec compare_and_set(atom(), String.t(), LiteStash.value(), LiteStash.value()) ::
+  @doc "Like `LiteStash.put_new/4`, replicated; answered from the replicated state."
+  @spec put_new(atom(), String.t(), LiteStash.value(), pos_integer() | nil) ::
           :ok | {:error, Error.t()}
-  def compare_and_set(name, key, expected, new),
-    do: one(name, key, {:cas, key, expected, new, nil}, false)
+  def put_new(name, key, value, ttl \\ nil),
+    do: one(name, key, {:put_new, key, value, ttl}, false)
+
+  @doc "Like `LiteStash.compare_and_set/5`, replicated; answered from the replicated state."
+  @spec compare_and_set(
+          atom(),
+          String.t(),
+          LiteStash.value(),
+          LiteStash.value(),
+          pos_integer() | nil
+        ) ::
+          :ok | {:error, Error.t()}
+  def compare_and_set(name, key, expected, new, ttl \\ nil),
+    do: one(name, key, {:cas, key, expected, new, ttl}, false)
 
   @doc "Like `LiteStash.delete/2`, replicated."
   @spec delete(atom(), String.t()) :: :ok | {:error, Error.t()}

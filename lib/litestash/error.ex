@@ -27,13 +27,15 @@ defmodule LiteStash.Error do
       data dir that is not empty and holds no shard
     * `:newer_version` - a file from a newer contract version
     * `:legacy_format` - a data dir of the Python litestash 0.1 package
+    * `:incomplete_backup` - a dir where a backup was being made and did not
+      finish (it holds `LITESTASH_BACKUP_INCOMPLETE`): not opened
     * `:invalid_argument` - an argument the store cannot use (a backup
       destination that is not empty or is inside the data dir, a shard
       index out of range)
     * `:not_an_integer` - `incr/3` on a value that is not an integer, or a
       sum outside -2^63..2^63-1
-    * `:exists` - `put_new/3` on a key that is stored
-    * `:mismatch` - `compare_and_set/4` found another value
+    * `:exists` - `put_new/4` on a key that is stored
+    * `:mismatch` - `compare_and_set/5` found another value
     * `:too_many_streams` - as many streams are open on the store as its
       `:max_streams` option allows
     * `:replicated` - the shard file is one replica of a clustered store
@@ -64,6 +66,7 @@ defmodule LiteStash.Error do
           | :not_litestash
           | :newer_version
           | :legacy_format
+          | :incomplete_backup
           | :invalid_argument
           | :not_an_integer
           | :exists

@@ -49,7 +49,8 @@ defmodule LiteStash.Native do
   def lookup(_server), do: err()
   def unregister(_store), do: err()
 
-  ## read.rs (dirty IO)
+  ## read.rs (get, exists, ttl: the value cache on the caller's scheduler,
+  ## else dirty IO; the others dirty IO)
 
   def get(_server, _key), do: err()
   def get_many(_server, _keys), do: err()
@@ -64,8 +65,8 @@ defmodule LiteStash.Native do
   ## write.rs: each answers, or returns :queued and the answer comes as {ref, answer}
 
   def set(_server, _ref, _key, _value, _ttl_ms_or_nil), do: err()
-  def put_new(_server, _ref, _key, _value), do: err()
-  def compare_and_set(_server, _ref, _key, _expected, _new), do: err()
+  def put_new(_server, _ref, _key, _value, _ttl_ms_or_nil), do: err()
+  def compare_and_set(_server, _ref, _key, _expected, _new, _ttl_ms_or_nil), do: err()
   def incr(_server, _ref, _key, _by), do: err()
   def delete(_server, _ref, _key), do: err()
   def expire(_server, _ref, _key, _ttl_ms_or_nil), do: err()

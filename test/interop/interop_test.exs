@@ -152,6 +152,38 @@ defmodule LiteStash.InteropTest do
     end
   end
 
+  describe "contract.py writes, LiteStash compares and sets" do
+    test "expected equal to what get returned always matches", %{tmp_dir: tmp, python: python} do
+      data = Path.join(tmp, "data")
+
+      pairs = [
+        {"float:nan", :nan},
+        {"float:inf", :infinity},
+        {"float:-inf", :neg_infinity},
+        {"list:specials", [:nan, :infinity, :neg_infinity, 0.5]},
+        {"map:nan", %{"x" => :nan}},
+        {"map:special values", %{"nan" => :nan, 1 => :neg_infinity}}
+      ]
+
+      {out, status} =
+        contract(python, ["write", data, write!(tmp, "d.json", TaggedJSON.encode!(pairs))])
+
+      assert status == 0, tail(out)
+
+      raw = ~s({"bin:utf8": {"bin": "YWJj"}, "bin:in map": {"map": [["k", {"bin": "YWJj"}]]}})
+      {out, status} = contract(python, ["write", data, write!(tmp, "raw.json", raw)])
+      assert status == 0, tail(out)
+
+      s = start_store!(data)
+
+      for key <- Enum.map(pairs, &elem(&1, 0)) ++ ["bin:utf8", "bin:in map"] do
+        {:ok, read} = LiteStash.get(s, key)
+        assert LiteStash.compare_and_set(s, key, read, "replaced") == :ok, key
+        assert LiteStash.get(s, key) == {:ok, "replaced"}
+      end
+    end
+  end
+
   describe "contract.py and LiteStash write one data dir at the same time" do
     test "both read all of both sides' keys and every shard passes integrity_check",
          %{tmp_dir: tmp, python: python} do

@@ -114,4 +114,93 @@ defmodule LiteStash.ExpiryTest do
     {out, 0} = System.cmd("python3", ["-c", script, dir, template])
     out |> String.trim() |> String.to_integer()
   end
+
+  describe "the expiry rule: a write that stores a value sets its own :ttl or none" do
+    # Long TTLs: the test reads them, it never waits for them.
+    @hour 3_600_000
+
+    defp ttl_set?(s, key) do
+      case LiteStash.ttl(s, key) do
+        {:ok, :infinity} -> false
+        {:ok, ms} when ms > 0 and ms <= @hour -> true
+      end
+    end
+
+    test "set, mset, put_new and compare_and_set without :ttl clear an expiry", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      for key <- ~w(set mset cas), do: :ok = LiteStash.set(s, key, 1, ttl: @hour)
+      :ok = LiteStash.set(s, "set", 2)
+      :ok = LiteStash.mset(s, %{"mset" => 2})
+      :ok = LiteStash.compare_and_set(s, "cas", 1, 2)
+
+      for key <- ~w(set mset cas) do
+        refute ttl_set?(s, key), key
+        assert LiteStash.get(s, key) == {:ok, 2}
+      end
+
+      :ok = LiteStash.set(s, "put_new", 1, ttl: 300)
+      Process.sleep(350)
+      :ok = LiteStash.put_new(s, "put_new", 2)
+      refute ttl_set?(s, "put_new")
+    end
+
+    test "put_new and compare_and_set with :ttl set it, atomically with the value",
+         %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert LiteStash.put_new(s, "lock", "a", ttl: @hour) == :ok
+      assert ttl_set?(s, "lock")
+      assert {:error, %Error{reason: :exists}} = LiteStash.put_new(s, "lock", "b", ttl: @hour)
+
+      :ok = LiteStash.set(s, "plain", 1)
+      assert LiteStash.compare_and_set(s, "plain", 1, 2, ttl: @hour) == :ok
+      assert ttl_set?(s, "plain")
+      assert LiteStash.get(s, "plain") == {:ok, 2}
+      # A mismatch changes neither the value nor the expiry.
+      assert {:error, %Error{reason: :mismatch}} = LiteStash.compare_and_set(s, "plain", 1, 3)
+
+      assert ttl_set?(s, "plain")
+
+      # An empty option list is no :ttl.
+      assert LiteStash.compare_and_set(s, "plain", 2, 3, []) == :ok
+      refute ttl_set?(s, "plain")
+    end
+
+    test "an expiring lock taken by put_new with :ttl can be taken again once it expires",
+         %{tmp_dir: dir} do
+      s = start_store!(dir)
+      assert LiteStash.put_new(s, "lock", "a", ttl: 300) == :ok
+      assert {:error, %Error{reason: :exists}} = LiteStash.put_new(s, "lock", "b", ttl: 300)
+      Process.sleep(350)
+      assert LiteStash.put_new(s, "lock", "b", ttl: 300) == :ok
+      assert LiteStash.get(s, "lock") == {:ok, "b"}
+    end
+
+    test "incr keeps the expiry, the one exception", %{tmp_dir: dir} do
+      s = start_store!(dir)
+      :ok = LiteStash.set(s, "n", 1, ttl: @hour)
+      assert LiteStash.incr(s, "n", 5) == {:ok, 6}
+      assert ttl_set?(s, "n")
+      assert LiteStash.incr(s, "fresh") == {:ok, 1}
+      refute ttl_set?(s, "fresh")
+    end
+
+    test "a bad :ttl or an unknown option raises ArgumentError naming it", %{tmp_dir: dir} do
+      s = start_store!(dir)
+
+      assert_raise ArgumentError, ~r/option :ttl.*got: 0/, fn ->
+        LiteStash.put_new(s, "k", 1, ttl: 0)
+      end
+
+      assert_raise ArgumentError, ~r/option :ttl.*got: "1"/, fn ->
+        LiteStash.compare_and_set(s, "k", nil, 1, ttl: "1")
+      end
+
+      assert_raise ArgumentError, ~r/unknown option :ttl_ms.*compare_and_set\/5/, fn ->
+        LiteStash.compare_and_set(s, "k", nil, 1, ttl_ms: 5)
+      end
+
+      assert {:error, %Error{reason: :not_found}} = LiteStash.get(s, "k")
+    end
+  end
 end

@@ -18,8 +18,8 @@ defmodule LiteStash.InlineCommitTest do
     # One NIF call each: it continues itself on a dirty IO scheduler, commits
     # there and returns the answer; nothing comes by message.
     assert Native.set(s, ref, "k", 1, nil) == :ok
-    assert {:error, %Error{reason: :exists}} = Native.put_new(s, ref, "k", 2)
-    assert Native.compare_and_set(s, ref, "k", 1, 3) == :ok
+    assert {:error, %Error{reason: :exists}} = Native.put_new(s, ref, "k", 2, nil)
+    assert Native.compare_and_set(s, ref, "k", 1, 3, nil) == :ok
     assert Native.incr(s, ref, "n", 5) == {:ok, 5}
     assert Native.delete(s, ref, "n") == :ok
     refute_receive {^ref, _}, 200

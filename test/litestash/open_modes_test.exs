@@ -2,7 +2,9 @@ defmodule LiteStash.OpenModesTest do
   # Where a store may be opened and how: a directory of other files is
   # refused, a backup never goes inside the data dir, `read_only: true`,
   # and `data_dir: :memory`.
-  use ExUnit.Case, async: true
+  # Not async: one test changes the VM's working directory, which every
+  # process shares (an async test would create its files there).
+  use ExUnit.Case, async: false
 
   import LiteStash.Test.Helpers
   alias LiteStash.Error

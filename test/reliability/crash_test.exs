@@ -56,6 +56,44 @@ defmodule LiteStash.Reliability.CrashTest do
     assert LiteStash.mget(s, Map.keys(expected)) == {:ok, expected}
   end
 
+  test "a backup killed at any moment is complete or not there: no dir opens with shards missing",
+       %{tmp_dir: dir} do
+    seed = seed()
+    :rand.seed(:exsss, seed)
+    data = Path.join(dir, "data")
+    backups = Path.join(dir, "backups")
+    s = start_store!(data)
+    pad = :binary.copy(<<7>>, 20_000)
+    expected = Map.new(1..600, &{"k#{&1}", %{"i" => &1, "pad" => pad}})
+    :ok = LiteStash.mset(s, expected)
+    :ok = LiteStash.stop(s)
+
+    for round <- 1..4 do
+      child = ChildBeam.start(["backup", data, backups], dir)
+      ChildBeam.await_line(child, "backup 2")
+      # Somewhere inside a backup of 16 shard files.
+      Process.sleep(:rand.uniform(300))
+      ChildBeam.kill(child)
+
+      for copy <- File.ls!(backups) do
+        path = Path.join(backups, copy)
+        context = "round #{round}, #{copy}, LITESTASH_CRASH_SEED=#{seed}"
+
+        case LiteStash.start_link(data_dir: path, name: :backup_copy) do
+          {:ok, _} ->
+            assert LiteStash.count(:backup_copy) == {:ok, 600}, context
+            assert LiteStash.mget(:backup_copy, Map.keys(expected)) == {:ok, expected}, context
+            :ok = LiteStash.stop(:backup_copy)
+
+          {:error, error} ->
+            assert error.reason == :incomplete_backup, "#{context}: #{inspect(error)}"
+        end
+      end
+
+      File.rm_rf!(backups)
+    end
+  end
+
   defp seed do
     case System.get_env("LITESTASH_CRASH_SEED") do
       nil -> :erlang.unique_integer([:positive]) + System.os_time()

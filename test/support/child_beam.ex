@@ -101,7 +101,22 @@ defmodule LiteStash.Test.ChildBeam do
 
       ["share", dir, id, count] ->
         shared_writer(dir, id, String.to_integer(count))
+
+      ["backup", dir, dest_root] ->
+        backup_loop(dir, dest_root)
     end
+  end
+
+  # Backs the store up to dest_root/1, /2, ... until killed; prints
+  # `backup n` as each begins.
+  defp backup_loop(dir, dest_root) do
+    out = stdout()
+    {:ok, _} = LiteStash.start_link(data_dir: dir, name: :child)
+
+    Enum.each(Stream.iterate(1, &(&1 + 1)), fn n ->
+      say(out, "backup #{n}")
+      :ok = LiteStash.backup(:child, Path.join(dest_root, "#{n}"))
+    end)
   end
 
   # Writes until killed; prints `ack p n` after each set returns :ok.

@@ -214,6 +214,8 @@ defmodule LiteStash.Bench.Report do
       {"W3 LiteStash / Mnesia W3", ls.(:w3), ops(report, "Mnesia", :w3), 1.5},
       {"W3 LiteStash / raw 1,000 writes per txn", ls.(:w3), raw_ops(report, "W1x1000"), 0.6},
       {"W4 LiteStash / DETS", ls.(:w4), ops(report, "DETS", :w4), 2.0},
+      {"W2 LiteStash / Mnesia W2 (hot)", ls.(:w2), ops(report, "Mnesia", :w2), 0.7},
+      {"W4 LiteStash / Mnesia W4 (hot)", ls.(:w4), ops(report, "Mnesia", :w4), 0.5},
       {"W5 LiteStash / Mnesia W5", ls.(:w5), ops(report, "Mnesia", :w5), 1.5},
       {"W3 sync full / sync normal", sync_ops(report, :full), sync_ops(report, :normal), 0.8}
     ]

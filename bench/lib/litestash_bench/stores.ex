@@ -72,7 +72,7 @@ defmodule LiteStash.Bench.Store.LiteStash do
     {:ok, pid} =
       LiteStash.start_link(
         [data_dir: dir, name: name, synchronous: Keyword.get(opts, :synchronous, :normal)] ++
-          Keyword.take(opts, [:inline_commits])
+          Keyword.take(opts, [:inline_commits, :cache_size])
       )
 
     # The bench process must outlive a store that is stopped on purpose.

@@ -133,7 +133,9 @@ fn connections(dir: &Path, sync: Synchronous) -> Result<Vec<Connection>, Fail> {
                  PRAGMA mmap_size = {};\n\
                  PRAGMA temp_store = MEMORY;\n\
                  PRAGMA journal_size_limit = {};",
-                options.cache_size_kib, options.mmap_size, options.journal_size_limit
+                options.connection_cache_kib(),
+                options.mmap_size,
+                options.journal_size_limit
             ))?;
             Ok(conn)
         })

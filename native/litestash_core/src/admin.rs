@@ -3,10 +3,11 @@
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{SHARDS, SHARD_COUNT};
+use crate::locks::lock;
 use crate::shard::{self, sql, ShardFile};
 use crate::store::{Shard, Store};
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Live figures of one shard.
 #[derive(Debug, Clone)]
@@ -19,6 +20,32 @@ pub struct ShardInfo {
     pub file_bytes: u64,
     /// Size of its `-wal` file.
     pub wal_bytes: u64,
+    /// Bytes the value cache holds for this shard's keys.
+    pub value_cache_bytes: u64,
+    /// Bytes of SQLite page cache its writer and idle readers use (a
+    /// reader busy with a read at that moment is not counted).
+    pub page_cache_bytes: u64,
+}
+
+/// Bytes of page cache `conn` uses.
+fn page_cache_used(conn: &Connection) -> u64 {
+    let (mut current, mut highest) = (0, 0);
+    // SAFETY: the handle is open for the life of `conn`, borrowed here,
+    // and SQLite only writes the two ints.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            &mut current,
+            &mut highest,
+            0,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        u64::try_from(current).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// The size of `path`, 0 when it is missing.
@@ -47,9 +74,24 @@ impl Store {
                 keys,
                 file_bytes: size(&path),
                 wal_bytes: size(&shard::beside(&path, "-wal")),
+                value_cache_bytes: self.cache.shard_bytes(index),
+                page_cache_bytes: self.page_cache_bytes(index),
             });
         }
         Ok(out)
+    }
+
+    fn page_cache_bytes(&self, index: usize) -> u64 {
+        let Shard::Ready {
+            engine, readers, ..
+        } = &self.shards[index]
+        else {
+            return 0;
+        };
+        let writer = lock(engine)
+            .as_ref()
+            .map_or(0, |w| page_cache_used(w.connection()));
+        writer + lock(readers).iter().map(page_cache_used).sum::<u64>()
     }
 
     fn count_shard(&self, shard: usize) -> Result<u64> {
@@ -99,34 +141,63 @@ impl Store {
 
     /// Copies a consistent image of every shard (each in its own snapshot,
     /// taken while writes go on) into `dest`, which must not exist or be
-    /// empty. The copy is a LiteStash data dir.
+    /// empty. The copy is a LiteStash data dir, complete or not there: it
+    /// is built in a dir beside `dest` that holds [`BACKUP_INCOMPLETE`]
+    /// (which open and `inspect_dir` refuse) and renamed to `dest` once
+    /// every shard is copied. An interrupted backup leaves at most that
+    /// dir, never a `dest` that opens with shards missing.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for a `dest` that is not empty or is
-    /// inside the store's own data dir; I/O and SQLite errors naming the
-    /// file.
+    /// [`ErrorKind::InvalidArgument`] for a `dest` that is not empty, has
+    /// no file name or is inside the store's own data dir; I/O and SQLite
+    /// errors naming the file.
     pub fn backup(&self, dest: &Path) -> Result<()> {
         self.check_open()?;
         if !self.memory {
             data_dir::refuse_backup_inside(&self.dir, dest)?;
         }
+        let dest_text = dest.display().to_string();
         if dest.exists()
             && std::fs::read_dir(dest)
-                .map_err(|e| Error::io(&e, &dest.display().to_string()))?
+                .map_err(|e| Error::io(&e, &dest_text))?
                 .next()
                 .is_some()
         {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!(
-                    "{}: the backup destination must be empty or not exist",
-                    dest.display()
-                ),
+                format!("{dest_text}: the backup destination must be empty or not exist"),
             ));
         }
+        let aside = aside(dest)?;
+        if let Some(parent) = aside.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(&e, &parent.display().to_string()))?;
+        }
+        // A dir of the same name is what an earlier run of this process
+        // left when it was killed.
+        let _ = std::fs::remove_dir_all(&aside);
+        let aside_text = aside.display().to_string();
+        std::fs::create_dir(&aside).map_err(|e| Error::io(&e, &aside_text))?;
+        let copied = std::fs::write(aside.join(BACKUP_INCOMPLETE), INCOMPLETE_NOTE)
+            .map_err(|e| Error::io(&e, &aside_text))
+            .and_then(|()| self.copy_shards(&aside))
+            .and_then(|()| {
+                std::fs::remove_file(aside.join(BACKUP_INCOMPLETE))
+                    .map_err(|e| Error::io(&e, &aside_text))
+            })
+            .and_then(|()| move_into_place(&aside, dest));
+        if copied.is_err() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+        copied
+    }
+
+    fn copy_shards(&self, into: &Path) -> Result<()> {
         for index in 0..SHARD_COUNT {
-            let target = ShardFile::new(dest, index).path;
-            let dir = target.parent().unwrap_or(dest);
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::crash_backup_if_due(&self.dir, index);
+            let target = ShardFile::new(into, index).path;
+            let dir = target.parent().unwrap_or(into);
             std::fs::create_dir_all(dir).map_err(|e| Error::io(&e, &dir.display().to_string()))?;
             let target_text = target.to_str().ok_or_else(|| {
                 Error::new(ErrorKind::InvalidArgument, "the backup path is not UTF-8")
@@ -153,4 +224,48 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The file in a backup being made that says it is not finished.
+pub const BACKUP_INCOMPLETE: &str = "LITESTASH_BACKUP_INCOMPLETE";
+
+const INCOMPLETE_NOTE: &str = "A LiteStash backup was being made here and did not finish: \
+     this is not a complete data dir, and LiteStash will not open it. Delete it.\n";
+
+/// Where the backup to `dest` is built: a hidden dir beside it, named
+/// after it and this process.
+fn aside(dest: &Path) -> Result<PathBuf> {
+    let name = dest.file_name().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{}: the backup destination has no name", dest.display()),
+        )
+    })?;
+    let mut hidden = std::ffi::OsString::from(".");
+    hidden.push(name);
+    hidden.push(format!(".litestash-backup-{}", std::process::id()));
+    Ok(dest.with_file_name(hidden))
+}
+
+/// Renames the finished backup to `dest` (an empty dir there is replaced).
+fn move_into_place(aside: &Path, dest: &Path) -> Result<()> {
+    if dest.is_dir() {
+        std::fs::remove_dir(dest).map_err(|e| Error::io(&e, &dest.display().to_string()))?;
+    }
+    std::fs::rename(aside, dest).map_err(|e| Error::io(&e, &dest.display().to_string()))
+}
+
+/// Refuses a dir that holds [`BACKUP_INCOMPLETE`]: an interrupted backup.
+pub(crate) fn refuse_incomplete_backup(dir: &Path) -> Result<()> {
+    if dir.join(BACKUP_INCOMPLETE).exists() {
+        return Err(Error::new(
+            ErrorKind::IncompleteBackup,
+            format!(
+                "{}: an interrupted backup ({BACKUP_INCOMPLETE} is there), not a complete data dir; \
+                 it was not opened",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -51,7 +51,8 @@ pub struct ShardReport {
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when `dir` does not exist,
-/// [`ErrorKind::NotADirectory`] when it is not a directory and
+/// [`ErrorKind::NotADirectory`] when it is not a directory,
+/// [`ErrorKind::IncompleteBackup`] for an interrupted backup, and
 /// [`ErrorKind::NotLitestash`] when it holds none of the shard files;
 /// problems of single files are in their reports.
 pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
@@ -67,6 +68,7 @@ pub fn inspect_dir(dir: &Path, depth: Depth) -> Result<Vec<ShardReport>> {
             format!("{}: not a directory", dir.display()),
         ));
     }
+    crate::admin::refuse_incomplete_backup(dir)?;
     let paths: Vec<PathBuf> = (0..SHARD_COUNT).map(|i| shard::path(dir, i)).collect();
     if !paths.iter().any(|p| p.is_file()) {
         return Err(Error::new(
@@ -135,21 +137,53 @@ fn inspect_file(index: usize, path: &Path, depth: Depth) -> ShardReport {
         report.problems.push("the shard file is missing".into());
         return report;
     }
-    if let Err(e) = check_file(index, path, depth, &mut report) {
+    let wal = shard::beside(path, "-wal");
+    let access = if shard::beside(path, "-shm").exists() {
+        Access::ReadOnlyIndex
+    } else if size(&wal) == 0 {
+        Access::Immutable
+    } else {
+        // Reading a WAL needs its index: SQLite would create the -shm.
+        report.problems.push(format!(
+            "{} is there without its -shm: not read, as reading it would create the -shm \
+             (opening the store recovers it)",
+            wal.display()
+        ));
+        return report;
+    };
+    if let Err(e) = check_file(index, path, access, depth, &mut report) {
         report.problems.push(e.to_string());
     }
     report
 }
 
+/// How a shard file is opened without writing to it or beside it.
+#[derive(Clone, Copy)]
+enum Access {
+    /// It has a WAL index (-shm): read it and the WAL without writing
+    /// either, as a reader among a live store's connections.
+    ReadOnlyIndex,
+    /// Closed cleanly (no -shm, no WAL frames): read the file alone. A
+    /// plain read-only connection would create the -wal and -shm.
+    Immutable,
+}
+
 fn check_file(
     index: usize,
     path: &Path,
+    access: Access,
     depth: Depth,
     report: &mut ShardReport,
 ) -> rusqlite::Result<()> {
+    // Read-only, and so is the WAL index: a read-write connection, the
+    // last to close, checkpoints a WAL left behind into the file and
+    // deletes the -wal and -shm, and any reader writes its read marks into
+    // the -shm. This one changes no byte of any of them.
     let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        read_only_uri(path, access),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // A store in another process may be writing: wait for its locks.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -167,7 +201,11 @@ fn check_file(
             "user_version is {version}, expected {CONTRACT_VERSION}"
         ));
     }
-    let mode: String = conn.query_row(sql::JOURNAL_MODE, [], |r| r.get(0))?;
+    let mode: String = match access {
+        Access::ReadOnlyIndex => conn.query_row(sql::JOURNAL_MODE, [], |r| r.get(0))?,
+        // An immutable connection reports "delete": the header says.
+        Access::Immutable => header_journal_mode(path),
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         problems.push(format!("journal_mode is {mode}, expected wal"));
     }
@@ -236,4 +274,35 @@ fn check_file(
         }
     }
     Ok(())
+}
+
+/// `path` as an SQLite URI that opens it read-only: with its WAL and WAL
+/// index read-only too (`readonly_shm`: the reader then takes the WAL's
+/// contents from the WAL file itself), or as an immutable file.
+fn read_only_uri(path: &Path, access: Access) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str(match access {
+        Access::ReadOnlyIndex => "?mode=ro&readonly_shm=1",
+        Access::Immutable => "?mode=ro&immutable=1",
+    });
+    uri
+}
+
+/// The journal mode a file's header records: bytes 18 and 19 (the write
+/// and read format versions) are 2 in a WAL file.
+fn header_journal_mode(path: &Path) -> String {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
+    match (read, header[18], header[19]) {
+        (Ok(()), 2, 2) => "wal".into(),
+        (Ok(()), ..) => "delete".into(),
+        (Err(e), ..) => format!("unreadable ({e})"),
+    }
 }

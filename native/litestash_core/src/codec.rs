@@ -205,14 +205,29 @@ fn encode_into(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<()> {
     Ok(())
 }
 
-/// The encoding of `value` with every map's entries sorted by the bytes of
-/// their encoded keys: equal values (map order aside) give equal bytes.
+/// The encoding of `value` as compare-and-set compares it: every map's
+/// entries sorted by the bytes of their encoded keys, and every value that
+/// a host language reads back as another one written as that one: a NaN
+/// or an infinite float as the text `"nan"`, `"infinity"` or
+/// `"neg_infinity"` (Elixir has no such floats and reads them as those
+/// atoms, which it writes as text), bytes that are UTF-8 as text (Elixir
+/// has one binary type). Values that read back equal give equal bytes, so
+/// a value equal to what a read returned always matches what is stored,
+/// whatever wrote it.
 ///
 /// # Errors
 /// As [`encode`].
 pub fn canonical(value: &Value) -> Result<Vec<u8>> {
     fn sorted(value: &Value) -> Result<Value> {
         Ok(match value {
+            Value::Float(f) if f.is_nan() => Value::Str("nan".into()),
+            Value::Float(f) if f.is_infinite() => {
+                Value::Str(if *f > 0.0 { "infinity" } else { "neg_infinity" }.into())
+            }
+            Value::Bin(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => Value::Str(text.to_owned()),
+                Err(_) => Value::Bin(bytes.clone()),
+            },
             Value::Array(items) => Value::Array(
                 items
                     .iter()
@@ -222,7 +237,10 @@ pub fn canonical(value: &Value) -> Result<Vec<u8>> {
             Value::Map(entries) => {
                 let mut keyed = entries
                     .iter()
-                    .map(|(k, v)| Ok((encode(k)?, k.clone(), deeper(|| sorted(v))?)))
+                    .map(|(k, v)| {
+                        let k = sorted(k)?;
+                        Ok((encode(&k)?, k, deeper(|| sorted(v))?))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 keyed.sort_by(|a, b| a.0.cmp(&b.0));
                 Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
@@ -453,6 +471,39 @@ mod tests {
                 ErrorKind::CorruptValue,
                 "{bytes:02x?}"
             );
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_are_equal_for_values_that_read_back_equal() {
+        let same = [
+            (Value::Float(f64::NAN), Value::Str("nan".into())),
+            (Value::Float(f64::INFINITY), Value::Str("infinity".into())),
+            (
+                Value::Float(f64::NEG_INFINITY),
+                Value::Str("neg_infinity".into()),
+            ),
+            (Value::Bin(b"abc".to_vec()), Value::Str("abc".into())),
+            (
+                Value::Map(vec![
+                    (Value::Bin(b"x".to_vec()), Value::Float(f64::NAN)),
+                    (Value::Str("a".into()), Value::Int(1)),
+                ]),
+                Value::Map(vec![
+                    (Value::Str("a".into()), Value::Int(1)),
+                    (Value::Str("x".into()), Value::Str("nan".into())),
+                ]),
+            ),
+        ];
+        for (stored, read_back) in same {
+            assert_eq!(canonical(&stored).unwrap(), canonical(&read_back).unwrap());
+        }
+        let differ = [
+            (Value::Bin(vec![0xff]), Value::Str("\u{ff}".into())),
+            (Value::Int(1), Value::Float(1.0)),
+        ];
+        for (a, b) in differ {
+            assert_ne!(canonical(&a).unwrap(), canonical(&b).unwrap());
         }
     }
 

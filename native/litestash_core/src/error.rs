@@ -68,6 +68,8 @@ error_kinds! {
     NewerVersion => "newer_version",
     /// The data dir was written by the Python litestash 0.1 package.
     LegacyFormat => "legacy_format",
+    /// The dir is a backup that was interrupted before it was complete.
+    IncompleteBackup => "incomplete_backup",
     /// A bad option value.
     InvalidArgument => "invalid_argument",
     /// The stored value is not an integer (for `incr`).

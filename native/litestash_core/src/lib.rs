@@ -29,6 +29,7 @@
 
 mod admin;
 mod blocking;
+mod cache;
 mod check;
 mod clock;
 mod codec;
@@ -48,7 +49,8 @@ mod store;
 mod test_hooks;
 mod writer;
 
-pub use admin::ShardInfo;
+pub use admin::{ShardInfo, BACKUP_INCOMPLETE};
+pub use cache::{Stored, CACHEABLE_BYTES};
 pub use check::{inspect_dir, Depth, ShardReport};
 pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
 pub use error::{Error, ErrorKind, Result};
@@ -56,7 +58,9 @@ pub use event::{Event, EventHook};
 pub use key::{
     key_hash, route, table_names, validate, Key, Route, MAX_KEY_BYTES, SHARDS, SHARD_COUNT,
 };
-pub use options::{Options, Synchronous};
+pub use options::{
+    Options, Synchronous, DEFAULT_CACHE_SIZE, DEFAULT_PAGE_CACHE_SIZE, DEFAULT_WAL_LIMIT,
+};
 pub use reply::{Outcome, Reply, Submitted};
 pub use request::{ReplicaOp, Request};
 pub use scan::{Snapshot, CHUNK_BYTES};

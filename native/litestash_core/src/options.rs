@@ -29,11 +29,17 @@ pub struct Options {
     pub synchronous: Synchronous,
     /// How long a connection waits for another process's lock.
     pub busy_timeout: Duration,
-    /// Page cache of each connection, in KiB.
-    pub cache_size_kib: i64,
+    /// Bytes of decoded values the store's value cache holds (see
+    /// `cache.rs`); 0 turns it off.
+    pub cache_size: usize,
+    /// Bytes of SQLite page cache for the whole store, shared out evenly
+    /// over its connections: one writer and up to `readers_per_shard`
+    /// pooled readers per shard.
+    pub page_cache_size: usize,
     /// Bytes of each file mapped into memory for reads.
     pub mmap_size: i64,
-    /// Size the WAL is truncated to after a checkpoint resets it.
+    /// Size the WAL is truncated to after a checkpoint resets it (see
+    /// [`Options::set_wal_limit`]).
     pub journal_size_limit: i64,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
@@ -70,19 +76,75 @@ pub struct Options {
     pub replica: bool,
 }
 
+/// Default [`Options::cache_size`]: 32 MiB.
+pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
+
+/// Default [`Options::page_cache_size`]: 64 MiB for the whole store.
+pub const DEFAULT_PAGE_CACHE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Default WAL bound per shard ([`Options::set_wal_limit`]): 8 MiB, the
+/// 2,000 frames of 4 KiB pages LiteStash has always checkpointed at.
+pub const DEFAULT_WAL_LIMIT: u64 = 2000 * WAL_FRAME_BYTES;
+
+/// One WAL frame: a 4 KiB page and its 24-byte header.
+const WAL_FRAME_BYTES: u64 = 4096 + 24;
+
+fn checkpoint_pages(wal_limit: u64) -> i32 {
+    i32::try_from(wal_limit / WAL_FRAME_BYTES)
+        .unwrap_or(i32::MAX)
+        .max(1)
+}
+
+/// Pooled readers per shard: 8. No more reads run at once than the
+/// threads that make them (the NIF passes the VM's dirty IO scheduler
+/// count); more idle connections would only hold more page cache.
+fn default_readers() -> usize {
+    8
+}
+
+impl Options {
+    /// Bounds each shard's WAL to about `bytes`: a passive checkpoint runs
+    /// once the WAL holds that much, a truncating one (waiting briefly for
+    /// readers) at 6 times that, and a reset WAL is cut back to at most 8
+    /// times it.
+    pub fn set_wal_limit(&mut self, bytes: u64) {
+        let pages = checkpoint_pages(bytes);
+        self.checkpoint_pages = pages;
+        self.truncate_pages = pages.saturating_mul(6);
+        let cut = i64::try_from(bytes.saturating_mul(8)).unwrap_or(i64::MAX);
+        self.journal_size_limit = cut.min(64 * 1024 * 1024);
+    }
+
+    /// The WAL bound per shard these options give, in bytes.
+    pub fn wal_limit(&self) -> u64 {
+        u64::try_from(self.checkpoint_pages).unwrap_or(0) * WAL_FRAME_BYTES
+    }
+
+    /// The page cache of one connection, in KiB: the store's budget over
+    /// its connections (16 writers and 16 x `readers_per_shard` readers),
+    /// at least 64 KiB.
+    pub fn connection_cache_kib(&self) -> i64 {
+        let connections = crate::key::SHARD_COUNT * (1 + self.readers_per_shard);
+        i64::try_from(self.page_cache_size / 1024 / connections.max(1))
+            .unwrap_or(i64::MAX)
+            .max(64)
+    }
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(30),
-            cache_size_kib: 16 * 1024,
+            cache_size: DEFAULT_CACHE_SIZE,
+            page_cache_size: DEFAULT_PAGE_CACHE_SIZE,
             mmap_size: 256 * 1024 * 1024,
             journal_size_limit: 64 * 1024 * 1024,
             max_batch: 1024,
             max_batch_bytes: 32 * 1024 * 1024,
-            checkpoint_pages: 2000,
-            truncate_pages: 12000,
-            readers_per_shard: 16,
+            checkpoint_pages: checkpoint_pages(DEFAULT_WAL_LIMIT),
+            truncate_pages: 6 * checkpoint_pages(DEFAULT_WAL_LIMIT),
+            readers_per_shard: default_readers(),
             sweep_interval: Duration::from_secs(1),
             sweep_batch: 500,
             max_page_count: None,

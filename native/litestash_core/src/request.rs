@@ -167,28 +167,34 @@ impl Request {
         Ok(Request::one(key.route.shard, Op::Incr(target(key), by)))
     }
 
-    /// Writes `value` only if `key` is absent; answers
-    /// [`crate::ErrorKind::Exists`] otherwise.
+    /// Writes `value` only if `key` is absent (or expired), expiring
+    /// `ttl_ms` from now when given (an expiring lock in one write);
+    /// answers [`crate::ErrorKind::Exists`] otherwise.
     ///
     /// # Errors
     /// As [`Request::set`].
-    pub fn put_new(key: &[u8], value: &Value) -> Result<Request> {
+    pub fn put_new(key: &[u8], value: &Value, ttl_ms: Option<u64>) -> Result<Request> {
         let key = Key::new(key)?;
         let shard = key.route.shard;
-        Ok(Request::one(
-            shard,
-            Op::PutNew(row(key, encode(value)?, None)),
-        ))
+        let row = row(key, encode(value)?, ttl_ms.map(expires_at));
+        Ok(Request::one(shard, Op::PutNew(row)))
     }
 
     /// Writes `new` only if the stored value equals `expected` (compared by
-    /// canonical encoding: map order does not matter, `1` and `1.0`
+    /// [`canonical`] encoding: map order does not matter, `1` and `1.0`
     /// differ). An `expected` of nil matches an absent key and a stored
-    /// nil. Answers [`crate::ErrorKind::Mismatch`] otherwise.
+    /// nil. Answers [`crate::ErrorKind::Mismatch`] otherwise. Like
+    /// [`Request::set`], the write sets the key's expiry to `ttl_ms` from
+    /// now, or clears it when `None`.
     ///
     /// # Errors
     /// As [`Request::set`], for either value.
-    pub fn compare_and_set(key: &[u8], expected: &Value, new: &Value) -> Result<Request> {
+    pub fn compare_and_set(
+        key: &[u8],
+        expected: &Value,
+        new: &Value,
+        ttl_ms: Option<u64>,
+    ) -> Result<Request> {
         let key = Key::new(key)?;
         let expected = match expected {
             Value::Nil => None,
@@ -197,7 +203,7 @@ impl Request {
         let shard = key.route.shard;
         Ok(Request::one(
             shard,
-            Op::CompareAndSet(row(key, encode(new)?, None), expected),
+            Op::CompareAndSet(row(key, encode(new)?, ttl_ms.map(expires_at)), expected),
         ))
     }
 

@@ -1,11 +1,12 @@
 //! The 16 shards of a data dir behind one handle: open, submit, read, close.
 
+use crate::cache::{Stored, Ticket, ValueCache};
 use crate::clock::now_ms;
 use crate::codec::{decode, Value};
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventHook, HookSlot};
-use crate::key::{Key, SHARD_COUNT};
+use crate::key::{validate, Key, SHARD_COUNT};
 use crate::locks::lock;
 use crate::open_dirs;
 use crate::options::Options;
@@ -68,6 +69,7 @@ pub struct Store {
     pending: Pending,
     /// Snapshots open now, counted against `options.max_snapshots`.
     pub(crate) snapshots: Arc<AtomicUsize>,
+    pub(crate) cache: Arc<ValueCache>,
 }
 
 /// Writes committing inline right now, in every store of the process: the
@@ -141,6 +143,7 @@ impl Store {
                 format!("{}: the data dir is not a directory", dir.display()),
             ));
         }
+        crate::admin::refuse_incomplete_backup(dir)?;
         if options.read_only {
             return Store::open_read_only(dir, options);
         }
@@ -210,7 +213,7 @@ impl Store {
         Store {
             dir,
             shards: Vec::with_capacity(SHARD_COUNT),
-            options,
+            options: options.clone(),
             memory,
             claimed,
             closed: AtomicBool::new(false),
@@ -219,6 +222,7 @@ impl Store {
             hook: HookSlot::default(),
             pending: Arc::new(AtomicUsize::new(0)),
             snapshots: Arc::new(AtomicUsize::new(0)),
+            cache: Arc::new(ValueCache::new(options.cache_size)),
         }
     }
 
@@ -262,6 +266,9 @@ impl Store {
             Err(e) => return Err(e),
         };
         let replica = file.is_replica(&conn)?;
+        // The writer's connection has the file in WAL: SQLite has mapped
+        // its WAL index, which the cache reads through that connection.
+        self.cache.attach(index, &conn);
         let (queue, engine, handle) = writer::spawn(
             Arc::clone(&file),
             conn,
@@ -269,6 +276,7 @@ impl Store {
             self.hook.clone(),
             Arc::clone(&self.pending),
             replica,
+            Arc::clone(&self.cache),
         )?;
         lock(&self.writers).push(handle);
         Ok(Shard::Ready {
@@ -375,18 +383,62 @@ impl Store {
         }
     }
 
-    fn lookup(&self, file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<Value>> {
+    /// The live value of `key` read from SQLite; handed to the value cache
+    /// when `ticket` says it may be (no commit since it was taken).
+    fn load(
+        &self,
+        file: &ShardFile,
+        conn: &Connection,
+        key: &Key,
+        ticket: Option<Ticket>,
+    ) -> Result<Option<Arc<Stored>>> {
         let Some(row) = self.live(file, conn, key)? else {
             return Ok(None);
         };
-        let value = match row.value {
-            Ok(Some(bytes)) => decode(&bytes),
-            Ok(None) => Ok(Value::Nil),
-            Err(e) => Err(e),
+        let (value, encoded_len) = match row.value {
+            Ok(Some(bytes)) => (decode(&bytes), bytes.len()),
+            Ok(None) => (Ok(Value::Nil), 1),
+            Err(e) => (Err(e), 0),
         };
-        value
-            .map(Some)
-            .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", key.text, e.message())))
+        let value = value
+            .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", key.text, e.message())))?;
+        let stored = Stored::new(value, row.expires_at);
+        Ok(Some(match ticket {
+            Some(ticket) => self
+                .cache
+                .fill(ticket, key.text.as_bytes(), encoded_len, stored),
+            None => Arc::new(stored),
+        }))
+    }
+
+    /// The value of `key` if the value cache can answer now: without
+    /// touching the disk, waiting for a lock or hashing the key, so a BEAM
+    /// normal scheduler may call it. `None` means "read it" (with
+    /// [`Store::get_stored`]), not "absent". A cached value is at most
+    /// [`crate::CACHEABLE_BYTES`] encoded.
+    pub fn get_cached(&self, key: &[u8]) -> Option<Arc<Stored>> {
+        if key.len() > crate::key::MAX_KEY_BYTES || self.is_closed() {
+            return None;
+        }
+        self.cache.hit(key, now_ms())
+    }
+
+    /// The value and expiry of `key`, from the value cache or its shard
+    /// file; `None` when it is not stored (or has expired). A value read
+    /// from the file is cached.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_stored(&self, key: &[u8]) -> Result<Option<Arc<Stored>>> {
+        validate(key)?;
+        self.check_open()?;
+        if let Some(hit) = self.cache.hit(key, now_ms()) {
+            return Ok(Some(hit));
+        }
+        let key = Key::new(key)?;
+        let shard = key.route.shard;
+        let ticket = self.cache.ticket(shard);
+        self.read(shard, |file, conn| self.load(file, conn, &key, ticket))
     }
 
     /// The value of `key`, or `None` when it is not stored (or has expired).
@@ -396,8 +448,7 @@ impl Store {
     /// value that is not contract MessagePack, [`ErrorKind::Closed`], and
     /// the SQLite errors of the key's shard.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        let key = Key::new(key)?;
-        self.read(key.route.shard, |file, conn| self.lookup(file, conn, &key))
+        Ok(self.get_stored(key)?.map(Stored::into_value))
     }
 
     /// Whether `key` is stored and not expired.
@@ -405,6 +456,11 @@ impl Store {
     /// # Errors
     /// As [`Store::get`], but a corrupt value still counts as stored.
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
+        validate(key)?;
+        self.check_open()?;
+        if self.cache.hit(key, now_ms()).is_some() {
+            return Ok(true);
+        }
         let key = Key::new(key)?;
         self.read(key.route.shard, |file, conn| {
             Ok(self.live(file, conn, &key)?.is_some())
@@ -417,6 +473,12 @@ impl Store {
     /// # Errors
     /// As [`Store::get`].
     pub fn ttl(&self, key: &[u8]) -> Result<Option<Option<i64>>> {
+        validate(key)?;
+        self.check_open()?;
+        let now = now_ms();
+        if let Some(hit) = self.cache.hit(key, now) {
+            return Ok(Some(hit.expires_at().map(|at| (at - now).max(0))));
+        }
         let key = Key::new(key)?;
         self.read(key.route.shard, |file, conn| {
             Ok(self
@@ -426,27 +488,51 @@ impl Store {
     }
 
     /// The values of `keys`, in order (`None` for a key not stored). All keys
-    /// are validated before any is read; keys are read shard by shard. A
-    /// stored value that does not decode is an error for its key alone
-    /// ([`ErrorKind::CorruptValue`], naming it): the other keys are read.
+    /// are validated before any is read; keys the cache cannot answer are
+    /// read shard by shard. A stored value that does not decode is an error
+    /// for its key alone ([`ErrorKind::CorruptValue`], naming it): the other
+    /// keys are read.
     ///
     /// # Errors
     /// As [`Store::get`], but for a corrupt value; the first error ends the
     /// call.
     pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Value>>>> {
-        let keys: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect::<Result<_>>()?;
-        let mut out = vec![None; keys.len()];
-        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARD_COUNT];
-        for (i, key) in keys.iter().enumerate() {
-            by_shard[key.route.shard].push(i);
+        Ok(self
+            .get_many_stored(keys)?
+            .into_iter()
+            .map(|found| found.map(|stored| stored.map(Stored::into_value)))
+            .collect())
+    }
+
+    /// As [`Store::get_many`], with each value's expiry, shared with the cache.
+    ///
+    /// # Errors
+    /// As [`Store::get_many`].
+    pub fn get_many_stored(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Arc<Stored>>>>> {
+        for key in keys {
+            validate(key)?;
         }
-        for (shard, positions) in by_shard.iter().enumerate() {
-            if positions.is_empty() {
+        self.check_open()?;
+        let now = now_ms();
+        let mut out: Vec<Option<Result<Arc<Stored>>>> = keys
+            .iter()
+            .map(|k| self.cache.hit(k, now).map(Ok))
+            .collect();
+        let mut by_shard: Vec<Vec<(usize, Key)>> = (0..SHARD_COUNT).map(|_| Vec::new()).collect();
+        for (i, key) in keys.iter().enumerate() {
+            if out[i].is_none() {
+                let key = Key::new(key)?;
+                by_shard[key.route.shard].push((i, key));
+            }
+        }
+        for (shard, missed) in by_shard.iter().enumerate() {
+            if missed.is_empty() {
                 continue;
             }
+            let ticket = self.cache.ticket(shard);
             self.read(shard, |file, conn| {
-                for &i in positions {
-                    out[i] = match self.lookup(file, conn, &keys[i]) {
+                for (i, key) in missed {
+                    out[*i] = match self.load(file, conn, key, ticket) {
                         Ok(found) => found.map(Ok),
                         Err(e) if e.kind() == ErrorKind::CorruptValue => Some(Err(e)),
                         Err(e) => return Err(e),
@@ -456,6 +542,11 @@ impl Store {
             })?;
         }
         Ok(out)
+    }
+
+    /// Bytes the value cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.bytes()
     }
 
     /// Claims the right to commit a write inline on the calling thread, if
@@ -567,10 +658,7 @@ impl Store {
     }
 
     fn queue(&self, queue: &Queue, op: Op, reply: Reply) -> Result<()> {
-        let job = Job {
-            op,
-            reply: reply.queued(),
-        };
+        let job = Job::new(op, reply.queued());
         if queue.send(job) {
             Ok(())
         } else {
@@ -613,6 +701,7 @@ impl Store {
         if self.claimed {
             open_dirs::mark_closing(&self.dir);
         }
+        self.cache.shut();
         for shard in &self.shards {
             if let Shard::Ready { queue, .. } = shard {
                 queue.shutdown();

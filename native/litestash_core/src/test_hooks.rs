@@ -35,6 +35,15 @@ impl Store {
         });
     }
 
+    /// Messages queued to shard `shard`'s writer (jobs and wake-ups) right
+    /// now; 0 for a shard without a writer.
+    pub fn writer_backlog_for_test(&self, shard: usize) -> usize {
+        match &self.shards[shard] {
+            Shard::Ready { queue, .. } => queue.backlog(),
+            _ => 0,
+        }
+    }
+
     /// The next write applied on `key`'s shard panics inside its
     /// transaction, as a bug would.
     ///
@@ -52,5 +61,36 @@ impl Store {
             Shard::Reading { .. } => Err(self.read_only_error()),
             Shard::Broken(e) => Err(e.clone()),
         }
+    }
+}
+
+impl Store {
+    /// Runs `pause` on the writer after each commit, between its COMMIT
+    /// and the value cache's recording of it: the window in which another
+    /// process's commit must still be noticed. `None` removes it.
+    pub fn before_cache_recording_for_test(&self, pause: Option<crate::cache::Pause>) {
+        *lock(&self.cache.before_recording) = pause;
+    }
+}
+
+/// The data dir whose next backup "crashes" (panics, leaving its files as
+/// a killed process would) before copying shard `index`.
+static BACKUP_CRASH: std::sync::Mutex<Option<(std::path::PathBuf, usize)>> =
+    std::sync::Mutex::new(None);
+
+impl Store {
+    /// The next backup of this store panics before copying shard `index`,
+    /// as if the process were killed there: no clean-up runs.
+    pub fn crash_next_backup_for_test(&self, index: usize) {
+        *lock(&BACKUP_CRASH) = Some((self.dir.clone(), index));
+    }
+}
+
+pub(crate) fn crash_backup_if_due(dir: &std::path::Path, index: usize) {
+    let mut due = lock(&BACKUP_CRASH);
+    if due.as_ref().is_some_and(|(d, i)| d == dir && *i == index) {
+        *due = None;
+        drop(due);
+        panic!("a crash injected by a test, in the middle of a backup");
     }
 }

@@ -36,7 +36,11 @@ fn a_write_refused_before_it_is_queued_is_answered_only_by_its_err() {
             counted(&answers),
         ),
         submit(&store, Request::delete(&[0xff]), counted(&answers)),
-        submit(&store, Request::put_new(b"k", &deep), counted(&answers)),
+        submit(
+            &store,
+            Request::put_new(b"k", &deep, None),
+            counted(&answers),
+        ),
     ];
     let kinds: Vec<ErrorKind> = refused
         .iter()
@@ -200,5 +204,96 @@ fn a_panic_inside_a_write_fails_that_write_and_leaves_no_transaction_open() {
         store.set(b"k", &Value::Int(2)).unwrap();
         assert_eq!(store.get(b"k").unwrap(), Some(Value::Int(2)));
     }
+    store.close();
+}
+
+#[test]
+fn an_interrupted_backup_leaves_no_dir_that_opens_as_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("data"), roomy()).unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        store.set(key.as_bytes(), &Value::Str(key.clone())).unwrap();
+    }
+    let backups = tmp.path().join("backups");
+    let dest = backups.join("nightly");
+
+    // Killed after 5 of the 16 shards: a panic, so that no clean-up runs.
+    store.crash_next_backup_for_test(5);
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.backup(&dest)));
+    assert!(crashed.is_err());
+    assert!(!dest.exists());
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let depth = litestash_core::Depth {
+        integrity: false,
+        sample: 1,
+    };
+    for dir in &left {
+        let err = Store::open(dir, Options::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
+        let read_only = Options {
+            read_only: true,
+            ..Options::default()
+        };
+        let err = Store::open(dir, read_only).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
+        let err = litestash_core::inspect_dir(dir, depth).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IncompleteBackup, "{err}");
+    }
+
+    // The next backup to the same place completes, and replaces the remains.
+    std::fs::create_dir(&dest).unwrap();
+    store.backup(&dest).unwrap();
+    assert!(!left[0].exists());
+    assert!(!dest.join(litestash_core::BACKUP_INCOMPLETE).exists());
+    store.close();
+    let copy = Store::open(&dest, Options::default()).unwrap();
+    for key in &keys {
+        assert_eq!(
+            copy.get(key.as_bytes()).unwrap(),
+            Some(Value::Str(key.clone()))
+        );
+    }
+    copy.close();
+}
+
+#[test]
+fn reads_of_an_expired_key_queue_nothing_while_its_writer_is_stalled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        busy_timeout: std::time::Duration::from_millis(200),
+        ..roomy()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let keys = keys_on_shard(0, 2);
+    store
+        .write(Request::set(keys[0].as_bytes(), &Value::Int(1), Some(1)).unwrap())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Another process holds the shard's lock: its writer can delete nothing.
+    let holder = rusqlite::Connection::open(common::shard_path(tmp.path(), 0)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let mut most = 0;
+    for i in 0..50_000 {
+        assert_eq!(store.get(keys[0].as_bytes()).unwrap(), None);
+        if i % 1000 == 0 {
+            most = most.max(store.writer_backlog_for_test(0));
+        }
+    }
+    // At most the one wake-up a read sends, never a job per read.
+    most = most.max(store.writer_backlog_for_test(0));
+    assert!(most <= 1, "{most} messages queued to the stalled writer");
+
+    holder.execute_batch("ROLLBACK").unwrap();
+    let started = std::time::Instant::now();
+    store.set(keys[1].as_bytes(), &Value::Int(2)).unwrap();
+    // No backlog to work through first (generous: a loaded machine).
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(store.writer_backlog_for_test(0), 0);
     store.close();
 }

@@ -307,3 +307,107 @@ fn a_shard_with_garbage_over_its_pages_is_corrupt_on_first_touch() {
     assert_only_shard_is_corrupt(&store, broken);
     store.close();
 }
+
+/// Every file under `dir` with its bytes, `-shm` included.
+fn every_byte(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn inspecting_a_dir_left_with_a_wal_changes_no_byte_of_any_file() {
+    let live = tempfile::tempdir().unwrap();
+    let options = litestash_core::Options {
+        checkpoint_pages: i32::MAX,
+        truncate_pages: i32::MAX,
+        ..common::roomy()
+    };
+    let store = Store::open(live.path(), options).unwrap();
+    let value = Value::Bin(vec![7; 8 * 1024]);
+    for i in 0..400 {
+        store.set(format!("k{i}").as_bytes(), &value).unwrap();
+    }
+    // A copy of the files while the store runs: what a killed process
+    // leaves, each .db with its -wal and -shm.
+    let left = tempfile::tempdir().unwrap();
+    common::copy_dir(live.path(), left.path());
+    store.close();
+    let wal = common::shard_path(left.path(), 0).with_extension("db-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "no WAL was left"
+    );
+
+    let before = every_byte(left.path());
+    let depth = litestash_core::Depth {
+        integrity: true,
+        sample: 100,
+    };
+    let reports = litestash_core::inspect_dir(left.path(), depth).unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.rows).sum::<u64>(), 400);
+    let after = every_byte(left.path());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{} changed", path.display());
+    }
+
+    // Without its -shm (copied off a crash image, say) a WAL cannot be read
+    // without creating one: reported, and nothing is created.
+    for path in before
+        .keys()
+        .filter(|p| p.to_string_lossy().ends_with("-shm"))
+    {
+        std::fs::remove_file(path).unwrap();
+    }
+    let before = every_byte(left.path());
+    let reports = litestash_core::inspect_dir(left.path(), depth).unwrap();
+    assert!(
+        reports[0].problems[0].contains("without its -shm"),
+        "{reports:?}"
+    );
+    assert!(every_byte(left.path()) == before, "files changed");
+
+    // A dir closed cleanly (no -wal, no -shm) is read, and none is created.
+    let before = every_byte(live.path());
+    assert!(!before.keys().any(|p| p.to_string_lossy().ends_with("-wal")));
+    let reports = litestash_core::inspect_dir(live.path(), depth).unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.rows).sum::<u64>(), 400);
+    assert!(every_byte(live.path()) == before, "files changed");
+}
+
+#[test]
+fn a_read_only_shard_file_is_refused_at_open_naming_it_even_for_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    Store::open(tmp.path(), Options::default()).unwrap().close();
+    let file = shard_path(tmp.path(), 3);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = snapshot(tmp.path());
+
+    let err = Store::open(tmp.path(), Options::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+    assert!(err.message().contains(&file.display().to_string()), "{err}");
+    assert_eq!(changes(&before, &snapshot(tmp.path())), "");
+
+    // Its -wal read-only (left by such a run) is named too.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let wal = file.with_extension("db-wal");
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let err = Store::open(tmp.path(), Options::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+    assert!(err.message().contains(&wal.display().to_string()), "{err}");
+}

@@ -108,10 +108,10 @@ fn every_write(store: &Store) -> Vec<(&'static str, litestash_core::Result<Reque
         ("delete", Request::delete(b"k")),
         ("clear", Ok(Request::clear())),
         ("incr", Request::incr(b"n", 1)),
-        ("put_new", Request::put_new(b"new", &int(1))),
+        ("put_new", Request::put_new(b"new", &int(1), None)),
         (
             "compare_and_set",
-            Request::compare_and_set(b"k", &int(1), &int(2)),
+            Request::compare_and_set(b"k", &int(1), &int(2), None),
         ),
         ("expire", Request::expire(b"k", Some(1000))),
         ("persist", Request::expire(b"k", None)),

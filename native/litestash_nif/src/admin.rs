@@ -20,6 +20,8 @@ rustler::atoms! {
     file_bytes,
     wal_bytes,
     in_use,
+    value_cache_bytes,
+    page_cache_bytes,
 }
 
 /// `synchronous:` as Elixir spells it; any other atom fails to decode.
@@ -41,12 +43,16 @@ struct OpenOptions {
     /// `data_dir: :memory`: the path is ignored.
     memory: bool,
     max_streams: usize,
+    cache_size: usize,
+    page_cache_size: usize,
+    wal_limit: u64,
+    readers_per_shard: usize,
     replica: bool,
 }
 
 impl OpenOptions {
     fn into_options(self) -> Options {
-        Options {
+        let mut options = Options {
             synchronous: match self.synchronous {
                 SyncLevel::Normal => Synchronous::Normal,
                 SyncLevel::Full => Synchronous::Full,
@@ -57,9 +63,14 @@ impl OpenOptions {
             inline_commits: self.inline_commits,
             read_only: self.read_only,
             max_snapshots: self.max_streams,
+            cache_size: self.cache_size,
+            page_cache_size: self.page_cache_size,
+            readers_per_shard: self.readers_per_shard.max(1),
             replica: self.replica,
             ..Options::default()
-        }
+        };
+        options.set_wal_limit(self.wal_limit);
+        options
     }
 }
 
@@ -81,7 +92,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
                          max_page_count, sweep_interval, inline_commits, read_only, memory,
-                         max_streams and replica",
+                         max_streams, replica, cache_size, page_cache_size, wal_limit and
+                         readers_per_shard",
                     ),
                 ))
             }
@@ -162,7 +174,9 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
         .map_put(shard_atom(), info.shard)?
         .map_put(keys_atom(), keys)?
         .map_put(file_bytes(), info.file_bytes)?
-        .map_put(wal_bytes(), info.wal_bytes)
+        .map_put(wal_bytes(), info.wal_bytes)?
+        .map_put(value_cache_bytes(), info.value_cache_bytes)?
+        .map_put(page_cache_bytes(), info.page_cache_bytes)
 }
 
 /// Inspects a data dir without opening it as a store (for the Mix tasks):

@@ -1,14 +1,100 @@
-//! Reads, each one NIF call on a dirty IO scheduler: point reads, walks
-//! and counts. The server argument is a name, an owner pid or a handle.
+//! Reads, each one NIF call: point reads, walks and counts. The server
+//! argument is a name, an owner pid or a handle.
+//!
+//! `get`, `exists` and `ttl` start on the caller's scheduler and ask the
+//! store's value cache, which answers from memory or not at all (it never
+//! waits, never touches the disk, and holds only values small enough to
+//! turn into a term in microseconds). Otherwise the call continues itself
+//! on a dirty IO scheduler (`enif_schedule_nif`, still the same call for
+//! Elixir) to read the shard file, which fills the cache. Everything else
+//! runs on a dirty IO scheduler from the start.
 
-use crate::error::{error_tuple, guard, ok, result};
+use crate::error::{error_tuple, guard, ok, panicked, result};
 use crate::registry::resolve;
 use crate::resource::CursorResource;
 use crate::term::{binary, to_term};
-use litestash_core::{Error, ErrorKind, Value};
+use litestash_core::{Error, ErrorKind, Stored, Value};
+use rustler::sys::{ErlNifEnv, ErlNifTerm, ERL_NIF_DIRTY_JOB_IO_BOUND};
 use rustler::types::atom;
 use rustler::{Binary, Encoder, Env, NifResult, ResourceArc, Term};
+use std::ffi::CStr;
+use std::os::raw::c_int;
 use std::sync::Mutex;
+
+/// The C signature of a NIF continuation.
+type Continuation = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
+
+/// Continues the call with `args` as `continuation` on a dirty IO scheduler.
+fn reschedule<'a>(
+    env: Env<'a>,
+    name: &'static CStr,
+    continuation: Continuation,
+    args: &[Term<'a>],
+) -> Term<'a> {
+    let raw: Vec<ErlNifTerm> = args.iter().map(|t| t.as_c_arg()).collect();
+    // SAFETY: the name is NUL-terminated and static, `raw` holds terms of
+    // this env and outlives the call, and the continuation has the NIF
+    // signature the VM expects.
+    unsafe {
+        Term::new(
+            env,
+            rustler::sys::enif_schedule_nif(
+                env.as_c_arg(),
+                name.as_ptr(),
+                ERL_NIF_DIRTY_JOB_IO_BOUND as c_int,
+                continuation,
+                raw.len() as c_int,
+                raw.as_ptr(),
+            ),
+        )
+    }
+}
+
+/// Defines a key read: the NIF `$name(server, key)` that tries `$hit` (the
+/// cached entry to its answer) on the caller's scheduler, and its dirty IO
+/// continuation `$cont` that answers with `$read`.
+macro_rules! key_read {
+    ($name:ident, $cont:ident, $hit:expr, $read:expr) => {
+        unsafe extern "C" fn $cont(
+            env: *mut ErlNifEnv,
+            argc: c_int,
+            argv: *const ErlNifTerm,
+        ) -> ErlNifTerm {
+            let marker = ();
+            // SAFETY: the VM calls a continuation with its env and `argc`
+            // terms at `argv`, valid for the call.
+            let env = Env::new(&marker, env);
+            let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
+                .iter()
+                .map(|&t| Term::new(env, t))
+                .collect();
+            let done = guard(env, || {
+                match (args.first(), args.get(1).map(|k| k.decode::<Binary>())) {
+                    (Some(&server), Some(Ok(key))) => Ok($read(env, server, key)),
+                    _ => Ok(panicked(env)),
+                }
+            });
+            done.unwrap_or_else(|_| panicked(env)).as_c_arg()
+        }
+
+        #[rustler::nif]
+        fn $name<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
+            guard(env, || {
+                if let Ok(store) = resolve(server) {
+                    if let Some(hit) = store.store.get_cached(key.as_slice()) {
+                        return Ok($hit(env, &hit, &key));
+                    }
+                }
+                let name =
+                    match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                        Ok(name) => name,
+                        Err(_) => return Ok(panicked(env)),
+                    };
+                Ok(reschedule(env, name, $cont, &[server, key.to_term(env)]))
+            })
+        }
+    };
+}
 
 rustler::atoms! {
     infinity,
@@ -19,18 +105,21 @@ fn shown(key: &Binary) -> String {
     String::from_utf8_lossy(key.as_slice()).into_owned()
 }
 
-#[rustler::nif(schedule = "DirtyIo")]
-fn get<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
-    guard(env, || {
-        let found = resolve(server)
-            .and_then(|s| s.store.get(key.as_slice()))
-            .and_then(|value| match value {
-                Some(value) => to_term(env, &value),
-                None => Err(Error::not_found(&shown(&key))),
-            });
-        Ok(result(env, found))
-    })
+fn get_answer<'a>(env: Env<'a>, stored: &Stored, _key: &Binary) -> Term<'a> {
+    result(env, to_term(env, stored.value()))
 }
+
+fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
+    let found = resolve(server)
+        .and_then(|s| s.store.get_stored(key.as_slice()))
+        .and_then(|value| match value {
+            Some(stored) => to_term(env, stored.value()),
+            None => Err(Error::not_found(&shown(&key))),
+        });
+    result(env, found)
+}
+
+key_read!(get, get_dirty, get_answer, get_read);
 
 /// A read value as a term, or, for a value that does not decode (or
 /// decodes to a map with a key twice), `{:error, %LiteStash.Error{reason:
@@ -84,15 +173,18 @@ fn get_many<'a>(env: Env<'a>, server: Term<'a>, keys: Vec<Binary<'a>>) -> NifRes
     })
 }
 
-#[rustler::nif(schedule = "DirtyIo")]
-fn exists<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
-    guard(env, || {
-        Ok(result(
-            env,
-            resolve(server).and_then(|s| s.store.exists(key.as_slice())),
-        ))
-    })
+fn exists_answer<'a>(env: Env<'a>, _stored: &Stored, _key: &Binary) -> Term<'a> {
+    ok(env, true)
 }
+
+fn exists_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
+    result(
+        env,
+        resolve(server).and_then(|s| s.store.exists(key.as_slice())),
+    )
+}
+
+key_read!(exists, exists_dirty, exists_answer, exists_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn keys<'a>(env: Env<'a>, server: Term<'a>, prefix: String) -> NifResult<Term<'a>> {
@@ -114,19 +206,27 @@ fn count<'a>(env: Env<'a>, server: Term<'a>, prefix: String) -> NifResult<Term<'
     })
 }
 
-#[rustler::nif(schedule = "DirtyIo")]
-fn ttl<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
-    guard(env, || {
-        Ok(
-            match resolve(server).and_then(|s| s.store.ttl(key.as_slice())) {
-                Ok(Some(Some(ms))) => ok(env, ms),
-                Ok(Some(None)) => ok(env, infinity()),
-                Ok(None) => error_tuple(env, &Error::not_found(&shown(&key))),
-                Err(e) => error_tuple(env, &e),
-            },
-        )
-    })
+fn ttl_answer<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Term<'a> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    match stored.expires_at() {
+        Some(at) if at <= now => error_tuple(env, &Error::not_found(&shown(key))),
+        Some(at) => ok(env, at - now),
+        None => ok(env, infinity()),
+    }
 }
+
+fn ttl_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
+    match resolve(server).and_then(|s| s.store.ttl(key.as_slice())) {
+        Ok(Some(Some(ms))) => ok(env, ms),
+        Ok(Some(None)) => ok(env, infinity()),
+        Ok(None) => error_tuple(env, &Error::not_found(&shown(&key))),
+        Err(e) => error_tuple(env, &e),
+    }
+}
+
+key_read!(ttl, ttl_dirty, ttl_answer, ttl_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn snapshot_open<'a>(

@@ -156,7 +156,11 @@ fn build_set(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
 
 fn build_put_new(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
     let value = to_value(args[1], budget)?;
-    Ok(Request::put_new(key(args[0])?.as_slice(), &value)?)
+    Ok(Request::put_new(
+        key(args[0])?.as_slice(),
+        &value,
+        ttl(args[2])?,
+    )?)
 }
 
 fn build_compare_and_set(args: &[Term], budget: &mut Budget) -> Result<Request, Refusal> {
@@ -167,6 +171,7 @@ fn build_compare_and_set(args: &[Term], budget: &mut Budget) -> Result<Request, 
         key(args[0])?.as_slice(),
         &expected,
         &new,
+        ttl(args[3])?,
     )?)
 }
 
@@ -270,7 +275,7 @@ write_nif!(
     put_new_dirty,
     true,
     build_put_new,
-    [key, value]
+    [key, value, ttl]
 );
 write_nif!(
     compare_and_set,
@@ -278,7 +283,7 @@ write_nif!(
     compare_and_set_dirty,
     true,
     build_compare_and_set,
-    [key, expected, new]
+    [key, expected, new, ttl]
 );
 write_nif!(incr, INCR, incr_dirty, true, build_incr, [key, by]);
 write_nif!(delete, DELETE, delete_dirty, true, build_delete, [key]);

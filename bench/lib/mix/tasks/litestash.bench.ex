@@ -25,6 +25,10 @@ defmodule Mix.Tasks.Litestash.Bench do
       and compacted. Default `1000000` (`100000` with `--quick`).
     * `--overhead-n N` - keys of the TTL and telemetry W1/W2 comparisons.
       Default `20000` (`5000` with `--quick`).
+    * `--memory-n N` - keys the value cache section writes and reads twice
+      to measure memory. Default `1000000`.
+    * `--no-cache` - skip the value cache section (it runs only when
+      `--stores` has `litestash`).
     * `--help` - prints this list and exits.
   """
 
@@ -57,9 +61,11 @@ defmodule Mix.Tasks.Litestash.Bench do
   directory, removed afterwards.
 
     * W1 - `n` sequential writes of new keys from one process.
-    * W2 - a read of each of those `n` keys, in random order, from one process.
+    * W2 - a read of each of those `n` keys, in random order, from one
+      process, after one untimed pass over them (a hot working set).
     * W3 - `--procs` processes (64) writing `n` other new keys between them.
-    * W4 - `--procs` processes reading the W1 keys in random order.
+    * W4 - `--procs` processes reading the W1 keys in random order (hot:
+      read once before W2).
     * W5 - 1,024 processes each writing 40 new keys (40,960 writes, keys
       of neither W1 nor W3), whatever `n` is.
     * W1/W2 again with a 1 KiB string value (`n` keys) and with a list of
@@ -100,7 +106,7 @@ defmodule Mix.Tasks.Litestash.Bench do
 
   use Mix.Task
 
-  alias LiteStash.Bench.{Maintenance, Raw, Report, Store, Workloads}
+  alias LiteStash.Bench.{Cache, Maintenance, Raw, Report, Store, Workloads}
 
   @switches [
     help: :boolean,
@@ -116,7 +122,9 @@ defmodule Mix.Tasks.Litestash.Bench do
     maintenance: :boolean,
     only: :string,
     maintenance_n: :integer,
-    overhead_n: :integer
+    overhead_n: :integer,
+    memory_n: :integer,
+    cache: :boolean
   ]
 
   @store_names %{
@@ -166,8 +174,9 @@ defmodule Mix.Tasks.Litestash.Bench do
     if config.raw, do: Raw.build!()
 
     report = if config.only != :maintenance, do: measure(config)
+    cache = if config.cache, do: Cache.run(config)
     maintenance = if config.maintenance, do: Maintenance.run(config)
-    text = IO.iodata_to_binary(Report.render(config, report, maintenance))
+    text = IO.iodata_to_binary([Report.render(config, report, maintenance), Cache.render(cache)])
     IO.write(text)
 
     if config.out do
@@ -237,6 +246,10 @@ defmodule Mix.Tasks.Litestash.Bench do
       maintenance: only == :maintenance or Keyword.get(opts, :maintenance, false),
       maintenance_n: positive!(opts, :maintenance_n, if(quick, do: 100_000, else: @million)),
       overhead_n: positive!(opts, :overhead_n, if(quick, do: 5_000, else: 20_000)),
+      memory_n: positive!(opts, :memory_n, @million),
+      cache:
+        only == nil and Keyword.get(opts, :cache, true) and
+          LiteStash.Bench.Store.LiteStash in parse_stores!(opts[:stores]),
       w5_procs: @w5_procs,
       w5_keys_each: @w5_keys_each,
       args: args
@@ -443,6 +456,11 @@ defmodule Mix.Tasks.Litestash.Bench do
   defp w1_w2(config, opened, raw_dir, n, order, label) do
     w1 = each(opened, "W1 #{label}", &put_watched(&1, &2, &3, n))
     raw_w1 = raw(config, n, "w1", raw_dir)
+
+    # W2 and W4 measure a hot working set: every store has read the keys once.
+    each(opened, "untimed pass over the #{int(n)} keys", fn store, handle, _ ->
+      Workloads.get_sequential(store, handle, order)
+    end)
 
     w2 =
       each(opened, "W2 #{label}", fn store, handle, _ ->

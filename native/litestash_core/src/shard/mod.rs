@@ -113,7 +113,7 @@ impl ShardFile {
     fn tune(&self, conn: &Connection, options: &Options) -> Result<()> {
         conn.execute_batch(&sql::tuning(
             options.synchronous.pragma(),
-            options.cache_size_kib,
+            options.connection_cache_kib(),
             options.mmap_size,
         ))
         .map_err(|e| self.err(e))
@@ -141,6 +141,7 @@ impl ShardFile {
         if !self.path.exists() {
             return Ok(());
         }
+        self.check_writable()?;
         // A read-write connection removes the -wal and -shm that reading a
         // WAL file creates; a read-only one leaves them. But when a -wal or
         // -journal is already there, only a read-only connection is sure
@@ -167,6 +168,33 @@ impl ShardFile {
             Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::ReadOnly) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Refuses a file, or its -wal or -shm, that has no write permission
+    /// bit at all. By its mode, not by `access(2)`: root may write any
+    /// file, and a store opened by root on a file set read-only would then
+    /// work in part and leave its -wal and -shm with that mode.
+    fn check_writable(&self) -> Result<()> {
+        for path in [
+            self.path.clone(),
+            beside(&self.path, "-wal"),
+            beside(&self.path, "-shm"),
+        ] {
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.permissions().readonly() => {
+                    return Err(Error::new(
+                        ErrorKind::ReadOnly,
+                        format!(
+                            "{}: the file is read-only (no write permission); \
+                             LiteStash writes its shard files, and nothing was opened",
+                            path.display()
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn is_a_dir(&self) -> Error {

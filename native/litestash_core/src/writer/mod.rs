@@ -11,6 +11,7 @@ mod replica;
 pub(crate) use replica::applied_index as replica_applied_index;
 mod upkeep;
 
+use crate::cache::{Touched, ValueCache};
 use crate::clock::Now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
@@ -30,6 +31,20 @@ use std::time::{Duration, Instant};
 pub(crate) struct Job {
     pub op: Op,
     pub reply: Reply,
+    /// When it was queued: a job queued before a wait for the file's lock
+    /// that timed out has had its busy timeout, and is not made to wait
+    /// another one (see [`Writer::last_busy`]).
+    queued_at: Instant,
+}
+
+impl Job {
+    pub(crate) fn new(op: Op, reply: Reply) -> Job {
+        Job {
+            op,
+            reply,
+            queued_at: Instant::now(),
+        }
+    }
 }
 
 enum Message {
@@ -76,6 +91,12 @@ impl Queue {
         }
     }
 
+    /// Messages in the channel now (a test's view of the backlog).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn backlog(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Tells the writer to commit what is queued, then stop.
     pub(crate) fn shutdown(&self) {
         let _ = self.tx.send(Message::Shutdown);
@@ -112,6 +133,7 @@ pub(crate) fn spawn(
     hook: HookSlot,
     pending: Pending,
     replica: bool,
+    cache: Arc<ValueCache>,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
@@ -122,8 +144,13 @@ pub(crate) fn spawn(
     });
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
+    let wrote = Arc::new(AtomicBool::new(false));
+    let hook_wrote = Arc::clone(&wrote);
+    // SQLite calls it after each commit that wrote WAL frames, i.e. each
+    // commit that moved the WAL index's change counter (see cache.rs).
     conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
         hook_pages.store(pages, Ordering::Relaxed);
+        hook_wrote.store(true, Ordering::Relaxed);
         Ok(())
     }))
     .map_err(|e| file.err(e))?;
@@ -131,6 +158,9 @@ pub(crate) fn spawn(
         file,
         conn,
         wal_pages,
+        wrote,
+        cache,
+        touched: Touched::default(),
         max_batch: options.max_batch.max(1),
         max_batch_bytes: options.max_batch_bytes.max(1),
         checkpoint_pages: options.checkpoint_pages,
@@ -142,6 +172,7 @@ pub(crate) fn spawn(
         next_sweep: Instant::now() + options.sweep_interval,
         next_truncate: Instant::now(),
         busy_timeout: options.busy_timeout,
+        last_busy: None,
         compacting: Vec::new(),
         hook,
         replica,
@@ -242,6 +273,11 @@ pub(crate) struct Writer {
     conn: Connection,
     /// Frames in the WAL after the last commit, as the WAL hook reported.
     wal_pages: Arc<AtomicI32>,
+    /// The WAL hook ran: the last commit wrote frames.
+    wrote: Arc<AtomicBool>,
+    cache: Arc<ValueCache>,
+    /// What the open transaction's writes touched, for the cache.
+    pub(super) touched: Touched,
     max_batch: usize,
     max_batch_bytes: usize,
     checkpoint_pages: i32,
@@ -253,6 +289,12 @@ pub(crate) struct Writer {
     next_truncate: Instant,
     /// The connection's busy timeout, restored after a checkpoint.
     busy_timeout: Duration,
+    /// When the last transaction that timed out waiting for the file's
+    /// lock (another process held it) began, and its error; `None` once a
+    /// transaction gets the lock. Jobs queued before that moment have
+    /// waited a full busy timeout already: they get the error at once, so
+    /// that waits do not add up batch after batch.
+    last_busy: Option<(Instant, Error)>,
     /// Callers of `compact` waiting for the free list to be empty.
     compacting: Vec<Reply>,
     hook: HookSlot,
@@ -268,6 +310,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The writer's connection, for figures.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The clock of the write being applied.
     fn now(&self) -> Now {
         self.replay_clock.unwrap_or_else(Now::wall)
@@ -302,6 +349,7 @@ impl Writer {
             Op::Install(path) => self.install(path).map(|()| Outcome::Done),
             op => self.transaction(|w| w.apply(op)),
         }))
+        .inspect(|result| self.note_lock(started, result))
         .unwrap_or_else(|_| {
             self.abandon_transaction();
             Err(Error::new(
@@ -382,12 +430,16 @@ impl Writer {
             answers.extend(self.commit_batch(batch));
             return answers;
         }
+        answers = self.answer_timed_out(&mut batch);
         if batch.is_empty() {
-            return Vec::new();
+            return answers;
         }
+        let started = Instant::now();
         if batch.len() == 1 {
-            let results = vec![self.transaction(|w| w.apply(&batch[0].op))];
-            return pair(batch, results);
+            let result = self.transaction(|w| w.apply(&batch[0].op));
+            self.note_lock(started, &result);
+            answers.extend(pair(batch, vec![result]));
+            return answers;
         }
         let together = self.transaction(|w| {
             batch
@@ -395,18 +447,57 @@ impl Writer {
                 .map(|job| w.apply_isolated(&job.op))
                 .collect::<Result<Vec<_>>>()
         });
-        match together {
-            Ok(results) => pair(batch, results),
-            // The transaction as a whole failed (the disk filled at commit,
-            // a lock timed out): commit each write on its own so that only
-            // the writes that fail again get an error.
+        self.note_lock(started, &together);
+        let results = match together {
+            Ok(results) => results,
+            // The file's lock was not had within the busy timeout: every
+            // write of the batch has waited it, and gets the answer now.
+            Err(e) if e.kind() == ErrorKind::Busy => batch.iter().map(|_| Err(e.clone())).collect(),
+            // The transaction as a whole failed for a reason that may be
+            // one write's (the disk filled at commit): commit each write on
+            // its own so that only the writes that fail again get an error,
+            // and stop trying as soon as the lock is lost.
             Err(_) => {
-                let results = batch
-                    .iter()
-                    .map(|job| self.transaction(|w| w.apply(&job.op)))
-                    .collect();
-                pair(batch, results)
+                let mut results = Vec::with_capacity(batch.len());
+                for job in &batch {
+                    let result = match &self.last_busy {
+                        Some((_, e)) => Err(e.clone()),
+                        None => {
+                            let started = Instant::now();
+                            let result = self.transaction(|w| w.apply(&job.op));
+                            self.note_lock(started, &result);
+                            result
+                        }
+                    };
+                    results.push(result);
+                }
+                results
             }
+        };
+        answers.extend(pair(batch, results));
+        answers
+    }
+
+    /// Takes out of `batch` the jobs queued before the last transaction
+    /// that timed out on the lock began: their answers, that error.
+    fn answer_timed_out(&self, batch: &mut Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
+        let Some((since, error)) = &self.last_busy else {
+            return Vec::new();
+        };
+        let (stale, fresh): (Vec<Job>, Vec<Job>) =
+            batch.drain(..).partition(|job| job.queued_at <= *since);
+        *batch = fresh;
+        stale
+            .into_iter()
+            .map(|job| (job.reply, Err(error.clone())))
+            .collect()
+    }
+
+    /// Records whether a transaction begun at `started` had the lock.
+    fn note_lock<T>(&mut self, started: Instant, result: &Result<T>) {
+        match result {
+            Err(e) if e.kind() == ErrorKind::Busy => self.last_busy = Some((started, e.clone())),
+            _ => self.last_busy = None,
         }
     }
 
@@ -419,13 +510,27 @@ impl Writer {
     }
 
     /// Runs `f` in `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
+    /// After a commit, before anyone hears of it, the value cache drops
+    /// what the transaction touched and records the change counter the
+    /// commit made: the one read under the write lock at `BEGIN`, plus one
+    /// if the commit wrote to the WAL.
     fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
         self.exec(sql::BEGIN_WRITE)?;
-        let result = f(self).and_then(|value| self.exec(sql::COMMIT).map(|()| value));
+        let begun = self.cache.begin(self.file.index);
+        self.touched = Touched::default();
+        let result = f(self).and_then(|value| {
+            self.wrote.store(false, Ordering::Relaxed);
+            self.exec(sql::COMMIT).map(|()| value)
+        });
         if result.is_err() && !self.conn.is_autocommit() {
             let _ = self.exec(sql::ROLLBACK);
+        }
+        if result.is_ok() {
+            let wrote = self.wrote.load(Ordering::Relaxed);
+            self.cache
+                .committed(self.file.index, begun, wrote, &self.touched);
         }
         result
     }

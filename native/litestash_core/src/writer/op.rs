@@ -133,6 +133,7 @@ impl Writer {
             panic!("a panic injected by a test, inside a write's transaction");
         }
         let Now { secs, micros, .. } = self.now();
+        self.touch(op);
         match op {
             Op::Put(rows) => {
                 for row in rows {
@@ -196,6 +197,34 @@ impl Writer {
             }
         }
         Ok(Outcome::Done)
+    }
+
+    /// Notes the keys `op` may change, for the value cache to drop after
+    /// the commit (dropping more than changed is harmless).
+    fn touch(&mut self, op: &Op) {
+        let key = match op {
+            Op::Put(rows) => {
+                let keys = rows.iter().map(|r| r.key.clone());
+                self.touched.keys.extend(keys);
+                return;
+            }
+            Op::Delete(t) | Op::Expire(t, _) | Op::Incr(t, _) => &t.key,
+            Op::PutNew(row) | Op::CompareAndSet(row, _) => &row.key,
+            // A replicated sweep deletes by the entry's clock, which may be
+            // ahead of ours: its keys are not all expired by our reads' clock.
+            Op::Clear | Op::Sweep(_) => {
+                self.touched.all = true;
+                return;
+            }
+            Op::Replicated { ops, .. } => {
+                ops.iter().for_each(|op| self.touch(op));
+                return;
+            }
+            // An install replaces the file outside any transaction; see
+            // `Writer::install`.
+            Op::Compact | Op::Install(_) => return,
+        };
+        self.touched.keys.push(key.clone());
     }
 
     /// Adds `by` to the integer under `t`; an increment keeps the key's expiry.

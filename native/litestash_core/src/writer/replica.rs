@@ -75,9 +75,14 @@ impl Writer {
             ));
         }
         drop(source);
-        self.conn
+        let restored = self
+            .conn
             .restore(MAIN_DB, path, None::<fn(rusqlite::backup::Progress)>)
-            .map_err(|e| self.file.err(e))
+            .map_err(|e| self.file.err(e));
+        // Every key may have changed: the value cache forgets the shard.
+        self.cache
+            .committed(self.file.index, None, false, &Default::default());
+        restored
     }
 }
 

@@ -29,7 +29,9 @@ impl Writer {
         // A replica's expired keys are swept through its log, never here.
         if Instant::now() >= self.next_sweep && !self.replica {
             let started = Instant::now();
-            let swept = self.transaction(|w| w.sweep(w.sweep_batch));
+            // Briefly: another process holding the lock must not make the
+            // callers' next batch wait behind a sweep's busy timeout too.
+            let swept = self.briefly(|w| w.transaction(|w| w.sweep(w.sweep_batch)));
             if let Ok(deleted @ 1..) = swept {
                 let shard = self.file.index;
                 self.hook.emit(|| Event::Sweep {
@@ -162,19 +164,26 @@ impl Writer {
     /// Runs a checkpoint; `Ok(true)` when it completed. Readers are waited
     /// for briefly, never for the connection's full busy timeout: a reader
     /// holding a snapshot must not stall the shard's writes.
-    pub(super) fn checkpoint(&self, mode: &str) -> Result<bool> {
+    pub(super) fn checkpoint(&mut self, mode: &str) -> Result<bool> {
+        self.briefly(|w| {
+            w.conn
+                .query_row(&sql::wal_checkpoint(mode), [], |r| {
+                    r.get::<_, i64>(0).map(|busy| busy == 0)
+                })
+                .map_err(|e| w.file.err(e))
+        })
+    }
+
+    /// Runs `f` with the connection's busy timeout cut to
+    /// [`CHECKPOINT_WAIT`]: background work never waits long for a lock.
+    fn briefly<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.conn
             .busy_timeout(CHECKPOINT_WAIT)
             .map_err(|e| self.file.err(e))?;
-        let done = self
-            .conn
-            .query_row(&sql::wal_checkpoint(mode), [], |r| {
-                r.get::<_, i64>(0).map(|busy| busy == 0)
-            })
-            .map_err(|e| self.file.err(e));
+        let result = f(self);
         self.conn
             .busy_timeout(self.busy_timeout)
             .map_err(|e| self.file.err(e))?;
-        done
+        result
     }
 }
