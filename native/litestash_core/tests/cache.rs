@@ -176,21 +176,21 @@ fn every_write_api_keeps_the_cache_right() {
     assert_eq!(store.incr(b"a", 10).unwrap(), 13);
     reads(&store, b"a", Some(int(13)));
     store
-        .write(Request::compare_and_set(b"a", &int(13), &int(14)).unwrap())
+        .write(Request::compare_and_set(b"a", &int(13), &int(14), None).unwrap())
         .unwrap();
     reads(&store, b"a", Some(int(14)));
     assert!(store
-        .write(Request::compare_and_set(b"a", &int(99), &int(15)).unwrap())
+        .write(Request::compare_and_set(b"a", &int(99), &int(15), None).unwrap())
         .is_err());
     reads(&store, b"a", Some(int(14)));
     assert!(store
-        .write(Request::put_new(b"a", &int(16)).unwrap())
+        .write(Request::put_new(b"a", &int(16), None).unwrap())
         .is_err());
     reads(&store, b"a", Some(int(14)));
     store.delete(b"a").unwrap();
     reads(&store, b"a", None);
     store
-        .write(Request::put_new(b"a", &int(17)).unwrap())
+        .write(Request::put_new(b"a", &int(17), None).unwrap())
         .unwrap();
     reads(&store, b"a", Some(int(17)));
     assert_eq!(store.ttl(b"a").unwrap(), Some(None));
