@@ -6,8 +6,9 @@
 //!
 //! This crate knows nothing of Erlang; `litestash_nif` wraps it.
 //!
-//! Reading order: [`Store`] (`store.rs`: open, submit, read, close) with
-//! its walks (`scan.rs`), figures and copies (`admin.rs`) and blocking
+//! Reading order: [`Store`] (`store.rs`: open, submit, close) with its
+//! point reads (`read.rs`) through the value cache (`cache.rs`), its walks
+//! (`scan.rs`), figures and copies (`admin.rs`) and blocking
 //! writes (`blocking.rs`); a write is a [`Request`] (`request.rs`) that a
 //! shard's writer (`writer/`: the queue and thread, `op.rs` what each write
 //! does, `upkeep.rs` checkpoints, sweeps, compaction) commits and answers
@@ -40,6 +41,7 @@ mod key;
 mod locks;
 mod open_dirs;
 mod options;
+mod read;
 mod reply;
 mod request;
 mod scan;

@@ -1,0 +1,223 @@
+//! Point reads of a store: through the value cache when it can answer,
+//! else on a pooled read connection of the key's shard, filling the cache.
+
+use crate::cache::{Stored, Ticket};
+use crate::clock::now_ms;
+use crate::codec::{decode, Value};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{validate, Key, SHARD_COUNT};
+use crate::locks::lock;
+use crate::shard::{ShardFile, StoredRow};
+use crate::store::{Shard, Store};
+use rusqlite::Connection;
+use std::sync::Arc;
+
+impl Store {
+    /// Runs `f` on a read connection of shard `index`.
+    pub(crate) fn read<T>(
+        &self,
+        index: usize,
+        f: impl FnOnce(&ShardFile, &Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.check_open()?;
+        let (file, readers) = match &self.shards[index] {
+            Shard::Ready { file, readers, .. } | Shard::Reading { file, readers } => {
+                (file, readers)
+            }
+            Shard::Broken(e) => return Err(e.clone()),
+        };
+        let pooled = lock(readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => file.open_reader(&self.options)?,
+        };
+        let result = f(file, &conn);
+        if !self.is_closed() {
+            let mut pool = lock(readers);
+            if pool.len() < self.options.readers_per_shard {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    /// The live row of `key`: `None` when absent or expired. An expired key
+    /// asks its writer for a sweep.
+    fn live(&self, file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<StoredRow>> {
+        match file.read_row(conn, key.route.table, &key.hash)? {
+            Some(row) if row.expired(now_ms()) => {
+                if let Shard::Ready { queue, .. } = &self.shards[key.route.shard] {
+                    queue.request_sweep();
+                }
+                Ok(None)
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// The live value of `key` read from SQLite; handed to the value cache
+    /// when `ticket` says it may be (no commit since it was taken).
+    fn load(
+        &self,
+        file: &ShardFile,
+        conn: &Connection,
+        key: &Key,
+        ticket: Option<Ticket>,
+    ) -> Result<Option<Arc<Stored>>> {
+        let Some(row) = self.live(file, conn, key)? else {
+            return Ok(None);
+        };
+        let (value, encoded_len) = match row.value {
+            Ok(Some(bytes)) => (decode(&bytes), bytes.len()),
+            Ok(None) => (Ok(Value::Nil), 1),
+            Err(e) => (Err(e), 0),
+        };
+        let value = value
+            .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", key.text, e.message())))?;
+        let stored = Stored::new(value, row.expires_at);
+        Ok(Some(match ticket {
+            Some(ticket) => self
+                .cache
+                .fill(ticket, key.text.as_bytes(), encoded_len, stored),
+            None => Arc::new(stored),
+        }))
+    }
+
+    /// The value of `key` if the value cache can answer now: without
+    /// touching the disk, waiting for a lock or hashing the key, so a BEAM
+    /// normal scheduler may call it. `None` means "read it" (with
+    /// [`Store::get_stored`]), not "absent". A cached value is at most
+    /// [`crate::CACHEABLE_BYTES`] encoded.
+    pub fn get_cached(&self, key: &[u8]) -> Option<Arc<Stored>> {
+        if key.len() > crate::key::MAX_KEY_BYTES || self.is_closed() {
+            return None;
+        }
+        self.cache.hit(key, now_ms())
+    }
+
+    /// The value and expiry of `key`, from the value cache or its shard
+    /// file; `None` when it is not stored (or has expired). A value read
+    /// from the file is cached.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_stored(&self, key: &[u8]) -> Result<Option<Arc<Stored>>> {
+        validate(key)?;
+        self.check_open()?;
+        if let Some(hit) = self.cache.hit(key, now_ms()) {
+            return Ok(Some(hit));
+        }
+        let key = Key::new(key)?;
+        let shard = key.route.shard;
+        let ticket = self.cache.ticket(shard);
+        self.read(shard, |file, conn| self.load(file, conn, &key, ticket))
+    }
+
+    /// The value of `key`, or `None` when it is not stored (or has expired).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidKey`], [`ErrorKind::CorruptValue`] for a stored
+    /// value that is not contract MessagePack, [`ErrorKind::Closed`], and
+    /// the SQLite errors of the key's shard.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        Ok(self.get_stored(key)?.map(Stored::into_value))
+    }
+
+    /// Whether `key` is stored and not expired.
+    ///
+    /// # Errors
+    /// As [`Store::get`], but a corrupt value still counts as stored.
+    pub fn exists(&self, key: &[u8]) -> Result<bool> {
+        validate(key)?;
+        self.check_open()?;
+        if self.cache.hit(key, now_ms()).is_some() {
+            return Ok(true);
+        }
+        let key = Key::new(key)?;
+        self.read(key.route.shard, |file, conn| {
+            Ok(self.live(file, conn, &key)?.is_some())
+        })
+    }
+
+    /// The time to live of `key` in milliseconds: `Some(None)` when it
+    /// never expires, `None` when it is not stored.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn ttl(&self, key: &[u8]) -> Result<Option<Option<i64>>> {
+        validate(key)?;
+        self.check_open()?;
+        let now = now_ms();
+        if let Some(hit) = self.cache.hit(key, now) {
+            return Ok(Some(hit.expires_at().map(|at| (at - now).max(0))));
+        }
+        let key = Key::new(key)?;
+        self.read(key.route.shard, |file, conn| {
+            Ok(self
+                .live(file, conn, &key)?
+                .map(|row| row.expires_at.map(|at| (at - now_ms()).max(0))))
+        })
+    }
+
+    /// The values of `keys`, in order (`None` for a key not stored). All keys
+    /// are validated before any is read; keys the cache cannot answer are
+    /// read shard by shard. A stored value that does not decode is an error
+    /// for its key alone ([`ErrorKind::CorruptValue`], naming it): the other
+    /// keys are read.
+    ///
+    /// # Errors
+    /// As [`Store::get`], but for a corrupt value; the first error ends the
+    /// call.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Value>>>> {
+        Ok(self
+            .get_many_stored(keys)?
+            .into_iter()
+            .map(|found| found.map(|stored| stored.map(Stored::into_value)))
+            .collect())
+    }
+
+    /// As [`Store::get_many`], with each value's expiry, shared with the cache.
+    ///
+    /// # Errors
+    /// As [`Store::get_many`].
+    pub fn get_many_stored(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Arc<Stored>>>>> {
+        for key in keys {
+            validate(key)?;
+        }
+        self.check_open()?;
+        let now = now_ms();
+        let mut out: Vec<Option<Result<Arc<Stored>>>> = keys
+            .iter()
+            .map(|k| self.cache.hit(k, now).map(Ok))
+            .collect();
+        let mut by_shard: Vec<Vec<(usize, Key)>> = (0..SHARD_COUNT).map(|_| Vec::new()).collect();
+        for (i, key) in keys.iter().enumerate() {
+            if out[i].is_none() {
+                let key = Key::new(key)?;
+                by_shard[key.route.shard].push((i, key));
+            }
+        }
+        for (shard, missed) in by_shard.iter().enumerate() {
+            if missed.is_empty() {
+                continue;
+            }
+            let ticket = self.cache.ticket(shard);
+            self.read(shard, |file, conn| {
+                for (i, key) in missed {
+                    out[*i] = match self.load(file, conn, key, ticket) {
+                        Ok(found) => found.map(Ok),
+                        Err(e) if e.kind() == ErrorKind::CorruptValue => Some(Err(e)),
+                        Err(e) => return Err(e),
+                    };
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Bytes the value cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.bytes()
+    }
+}
