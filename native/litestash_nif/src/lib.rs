@@ -19,6 +19,7 @@ mod registry;
 mod replica;
 mod reply;
 mod resource;
+mod schedule;
 mod term;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;

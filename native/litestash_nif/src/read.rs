@@ -12,43 +12,15 @@
 use crate::error::{error_tuple, guard, ok, panicked, result};
 use crate::registry::resolve;
 use crate::resource::CursorResource;
+use crate::schedule::reschedule;
 use crate::term::{binary, to_term};
 use litestash_core::{Error, ErrorKind, Stored, Value};
-use rustler::sys::{ErlNifEnv, ErlNifTerm, ERL_NIF_DIRTY_JOB_IO_BOUND};
+use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
 use rustler::{Binary, Encoder, Env, NifResult, ResourceArc, Term};
 use std::ffi::CStr;
 use std::os::raw::c_int;
 use std::sync::Mutex;
-
-/// The C signature of a NIF continuation.
-type Continuation = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
-
-/// Continues the call with `args` as `continuation` on a dirty IO scheduler.
-fn reschedule<'a>(
-    env: Env<'a>,
-    name: &'static CStr,
-    continuation: Continuation,
-    args: &[Term<'a>],
-) -> Term<'a> {
-    let raw: Vec<ErlNifTerm> = args.iter().map(|t| t.as_c_arg()).collect();
-    // SAFETY: the name is NUL-terminated and static, `raw` holds terms of
-    // this env and outlives the call, and the continuation has the NIF
-    // signature the VM expects.
-    unsafe {
-        Term::new(
-            env,
-            rustler::sys::enif_schedule_nif(
-                env.as_c_arg(),
-                name.as_ptr(),
-                ERL_NIF_DIRTY_JOB_IO_BOUND as c_int,
-                continuation,
-                raw.len() as c_int,
-                raw.as_ptr(),
-            ),
-        )
-    }
-}
 
 /// Defines a key read: the NIF `$name(server, key)` that tries `$hit` (the
 /// cached entry to its answer) on the caller's scheduler, and its dirty IO

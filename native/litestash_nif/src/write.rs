@@ -14,7 +14,7 @@ use crate::registry::resolve;
 use crate::reply::{answer, reply_to};
 use crate::term::{to_value, Budget, Refusal, PAIR};
 use litestash_core::{Error, ErrorKind, InlineSlot, Request, Store, Submitted, Value};
-use rustler::sys::{ErlNifEnv, ErlNifTerm, ERL_NIF_DIRTY_JOB_IO_BOUND};
+use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::{Binary, Encoder, Env, NifResult, Term};
 use std::ffi::CStr;
 use std::os::raw::c_int;
@@ -28,16 +28,13 @@ rustler::atoms! {
 /// reference, within `budget`.
 type Build = for<'a> fn(&[Term<'a>], &mut Budget) -> Result<Request, Refusal>;
 
-/// The C signature of a NIF continuation.
-type Continuation = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
-
 /// One write NIF: how to build its request, whether it may commit inline,
 /// and its dirty IO continuation.
 struct WriteNif {
     name: &'static CStr,
     inline: bool,
     build: Build,
-    continuation: Continuation,
+    continuation: crate::schedule::Continuation,
 }
 
 /// The caller's-scheduler half of every write NIF. `args` are the NIF's
@@ -92,24 +89,9 @@ fn resume<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> Term<'a> {
 
 /// Continues the call `args` on a dirty IO scheduler.
 fn reschedule<'a>(env: Env<'a>, nif: &WriteNif, args: &[Term<'a>], held: bool) -> Term<'a> {
-    let mut raw: Vec<ErlNifTerm> = args.iter().map(|t| t.as_c_arg()).collect();
-    raw.push(held.encode(env).as_c_arg());
-    // SAFETY: the name is NUL-terminated and static, `raw` holds terms of
-    // this env and outlives the call, and the continuation has the NIF
-    // signature the VM expects.
-    unsafe {
-        Term::new(
-            env,
-            rustler::sys::enif_schedule_nif(
-                env.as_c_arg(),
-                nif.name.as_ptr(),
-                ERL_NIF_DIRTY_JOB_IO_BOUND as c_int,
-                nif.continuation,
-                raw.len() as c_int,
-                raw.as_ptr(),
-            ),
-        )
-    }
+    let mut all = args.to_vec();
+    all.push(held.encode(env));
+    crate::schedule::reschedule(env, nif.name, nif.continuation, &all)
 }
 
 /// Submits `request`: the answer when it committed inline, `:queued`
