@@ -406,35 +406,38 @@ impl Store {
     /// to a replica's file, or a replicated one to a store that is not a
     /// replica.
     fn may_write(&self, request: &Request) -> Result<()> {
-        let shards: Vec<usize> = match &request.kind {
-            Kind::One { shard, .. } => vec![*shard],
-            Kind::Each(ops) => ops.iter().map(|(shard, _)| *shard).collect(),
-        };
-        for shard in shards {
-            let is_replica = matches!(
-                self.shards.get(shard),
-                Some(Shard::Ready { replica: true, .. })
-            );
-            if request.replicated && !(self.options.replica && is_replica) {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "{}: replicated entries are applied only by a store opened as a replica",
-                        self.dir.display()
-                    ),
-                ));
-            }
-            if !request.replicated && (is_replica || self.options.replica) {
-                return Err(Error::new(
-                    ErrorKind::Replicated,
-                    format!(
-                        "{}: shard {} is a replica's file (it holds litestash_replica): it is written \
-                         only through its cluster's log; open it with the cluster, or read it",
-                        self.dir.display(),
-                        crate::key::SHARDS[shard]
-                    ),
-                ));
-            }
+        match &request.kind {
+            Kind::One { shard, .. } => self.may_write_shard(*shard, request.replicated),
+            Kind::Each(ops) => ops
+                .iter()
+                .try_for_each(|(shard, _)| self.may_write_shard(*shard, request.replicated)),
+        }
+    }
+
+    fn may_write_shard(&self, shard: usize, replicated: bool) -> Result<()> {
+        let is_replica = matches!(
+            self.shards.get(shard),
+            Some(Shard::Ready { replica: true, .. })
+        );
+        if replicated && !(self.options.replica && is_replica) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}: replicated entries are applied only by a store opened as a replica",
+                    self.dir.display()
+                ),
+            ));
+        }
+        if !replicated && (is_replica || self.options.replica) {
+            return Err(Error::new(
+                ErrorKind::Replicated,
+                format!(
+                    "{}: shard {} is a replica's file (it holds litestash_replica): it is written \
+                     only through its cluster's log; open it with the cluster, or read it",
+                    self.dir.display(),
+                    crate::key::SHARDS[shard]
+                ),
+            ));
         }
         Ok(())
     }

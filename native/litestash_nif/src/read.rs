@@ -32,31 +32,31 @@ macro_rules! key_read {
             argc: c_int,
             argv: *const ErlNifTerm,
         ) -> ErlNifTerm {
-            let marker = ();
-            // SAFETY: the VM calls a continuation with its env and `argc`
-            // terms at `argv`, valid for the call.
-            let env = Env::new(&marker, env);
-            let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
-                .iter()
-                .map(|&t| Term::new(env, t))
-                .collect();
-            let done = guard(env, || {
-                match (args.first(), args.get(1).map(|k| k.decode::<Binary>())) {
-                    (Some(&server), Some(Ok(key))) => Ok($read(env, server, key)),
-                    _ => Ok(panicked(env)),
-                }
-            });
-            done.unwrap_or_else(|_| panicked(env)).as_c_arg()
+            // SAFETY: the VM's own arguments to a continuation.
+            crate::schedule::continued(env, argc, argv, |env, args| {
+                let done = guard(env, || {
+                    match (args.first(), args.get(1).map(|k| k.decode::<Binary>())) {
+                        (Some(&server), Some(Ok(key))) => Ok($read(env, server, key)),
+                        _ => Ok(panicked(env)),
+                    }
+                });
+                done.unwrap_or_else(|_| panicked(env))
+            })
         }
 
         #[rustler::nif]
         fn $name<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
             guard(env, || {
-                if let Ok(store) = resolve(server) {
-                    if let Some(hit) = store.store.get_cached(key.as_slice()) {
-                        return Ok($hit(env, &hit, &key));
+                // The continuation gets the handle: no second registry look-up.
+                let server = match resolve(server) {
+                    Ok(store) => {
+                        if let Some(hit) = store.store.get_cached(key.as_slice()) {
+                            return Ok($hit(env, &hit, &key));
+                        }
+                        store.encode(env)
                     }
-                }
+                    Err(_) => server,
+                };
                 let name =
                     match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
                         Ok(name) => name,

@@ -36,3 +36,24 @@ pub fn reschedule<'a>(
         )
     }
 }
+
+/// The body of a continuation: builds the env and the argument terms the
+/// VM passes, and returns `body`'s term.
+///
+/// # Safety
+/// Only for the arguments the VM passes to a continuation: its env and
+/// `argc` terms at `argv`, valid for the call.
+pub unsafe fn continued(
+    env: *mut ErlNifEnv,
+    argc: c_int,
+    argv: *const ErlNifTerm,
+    body: impl for<'a> FnOnce(Env<'a>, &[Term<'a>]) -> Term<'a>,
+) -> ErlNifTerm {
+    let marker = ();
+    let env = Env::new(&marker, env);
+    let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
+        .iter()
+        .map(|&t| Term::new(env, t))
+        .collect();
+    body(env, &args).as_c_arg()
+}

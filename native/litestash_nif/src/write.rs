@@ -50,15 +50,18 @@ fn enter<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> NifResult<Term<
         if store.store.is_read_only() {
             return Ok(error_tuple(env, &store.store.read_only_error()));
         }
+        // The continuation gets the handle: no second registry look-up.
+        let mut continued = args.to_vec();
+        continued[0] = store.encode(env);
         if nif.inline {
             if let Some(slot) = store.store.inline_slot() {
                 // Carried to the continuation, which takes it back first.
                 slot.forget();
-                return Ok(reschedule(env, nif, args, true));
+                return Ok(reschedule(env, nif, &continued, true));
             }
         }
         Ok(match (nif.build)(&args[2..], &mut Budget::normal()) {
-            Err(Refusal::OverBudget) => reschedule(env, nif, args, false),
+            Err(Refusal::OverBudget) => reschedule(env, nif, &continued, false),
             Err(Refusal::Error(e)) => error_tuple(env, &e),
             Err(Refusal::Struct) => encode_structs().encode(env),
             Ok(request) => hand_over(env, &store.store, request, None, args[1]),
@@ -227,15 +230,8 @@ macro_rules! write_nif {
             argc: c_int,
             argv: *const ErlNifTerm,
         ) -> ErlNifTerm {
-            let marker = ();
-            // SAFETY: the VM calls a continuation with its env and `argc`
-            // terms at `argv`, valid for the call.
-            let env = Env::new(&marker, env);
-            let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
-                .iter()
-                .map(|&t| Term::new(env, t))
-                .collect();
-            resume(env, &args, &$table).as_c_arg()
+            // SAFETY: the VM's own arguments to a continuation.
+            crate::schedule::continued(env, argc, argv, |env, args| resume(env, args, &$table))
         }
 
         #[rustler::nif]
