@@ -9,10 +9,12 @@
 pub(crate) mod op;
 mod replica;
 pub(crate) use replica::applied_index as replica_applied_index;
+mod room;
 mod upkeep;
 
 use crate::cache::{Touched, ValueCache};
 use crate::clock::Now;
+use crate::disk::{Disk, Wake};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
 use crate::locks::lock;
@@ -21,6 +23,7 @@ use crate::reply::{answer_all, Outcome, Reply};
 use crate::shard::{sql, ShardFile};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use op::Op;
+use room::Need;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -108,7 +111,9 @@ impl Queue {
             self.wake();
         }
     }
+}
 
+impl Wake for Queue {
     /// Asks the writer thread for its background work (a checkpoint).
     fn wake(&self) {
         if !self.wake_sent.swap(true, Ordering::AcqRel) {
@@ -125,16 +130,28 @@ pub(crate) type Pending = Arc<AtomicUsize>;
 /// the writer has stopped.
 pub(crate) type Engine = Arc<Mutex<Option<Writer>>>;
 
+/// What every writer of a store shares with it.
+pub(crate) struct Shared {
+    pub hook: HookSlot,
+    pub pending: Pending,
+    pub cache: Arc<ValueCache>,
+    pub disk: Arc<Disk>,
+}
+
 /// Starts the writer thread of `file` on `conn`.
 pub(crate) fn spawn(
     file: Arc<ShardFile>,
     mut conn: Connection,
     options: &Options,
-    hook: HookSlot,
-    pending: Pending,
     replica: bool,
-    cache: Arc<ValueCache>,
+    shared: Shared,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
+    let Shared {
+        hook,
+        pending,
+        cache,
+        disk,
+    } = shared;
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
         tx,
@@ -142,6 +159,8 @@ pub(crate) fn spawn(
         wake_sent: AtomicBool::new(false),
         sweep_requested: AtomicBool::new(false),
     });
+    let waker: Arc<dyn Wake> = queue.clone();
+    disk.register(Arc::downgrade(&waker));
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
     let wrote = Arc::new(AtomicBool::new(false));
@@ -160,6 +179,8 @@ pub(crate) fn spawn(
         wal_pages,
         wrote,
         cache,
+        disk_epoch: disk.epoch(),
+        disk,
         touched: Touched::default(),
         max_batch: options.max_batch.max(1),
         max_batch_bytes: options.max_batch_bytes.max(1),
@@ -276,6 +297,9 @@ pub(crate) struct Writer {
     /// The WAL hook ran: the last commit wrote frames.
     wrote: Arc<AtomicBool>,
     cache: Arc<ValueCache>,
+    disk: Arc<Disk>,
+    /// The disk's alarm count this writer last acted on.
+    disk_epoch: u64,
     /// What the open transaction's writes touched, for the cache.
     pub(super) touched: Touched,
     max_batch: usize,
@@ -347,7 +371,7 @@ impl Writer {
         let result = catch_unwind(AssertUnwindSafe(|| match op {
             // A snapshot is installed outside any transaction.
             Op::Install(path) => self.install(path).map(|()| Outcome::Done),
-            op => self.transaction(|w| w.apply(op)),
+            op => self.commit_with_room(Need::of([op]), |w| w.apply(op)),
         }))
         .inspect(|result| self.note_lock(started, result))
         .unwrap_or_else(|_| {
@@ -436,12 +460,13 @@ impl Writer {
         }
         let started = Instant::now();
         if batch.len() == 1 {
-            let result = self.transaction(|w| w.apply(&batch[0].op));
+            let op = &batch[0].op;
+            let result = self.commit_with_room(Need::of([op]), |w| w.apply(op));
             self.note_lock(started, &result);
             answers.extend(pair(batch, vec![result]));
             return answers;
         }
-        let together = self.transaction(|w| {
+        let together = self.commit_with_room(Need::of(batch.iter().map(|j| &j.op)), |w| {
             batch
                 .iter()
                 .map(|job| w.apply_isolated(&job.op))
@@ -464,7 +489,8 @@ impl Writer {
                         Some((_, e)) => Err(e.clone()),
                         None => {
                             let started = Instant::now();
-                            let result = self.transaction(|w| w.apply(&job.op));
+                            let op = &job.op;
+                            let result = self.commit_with_room(Need::of([op]), |w| w.apply(op));
                             self.note_lock(started, &result);
                             result
                         }
@@ -514,7 +540,7 @@ impl Writer {
     /// what the transaction touched and records the change counter the
     /// commit made: the one read under the write lock at `BEGIN`, plus one
     /// if the commit wrote to the WAL.
-    fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    fn transaction<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
         self.exec(sql::BEGIN_WRITE)?;
