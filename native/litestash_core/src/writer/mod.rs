@@ -9,6 +9,9 @@
 pub(crate) mod op;
 mod replica;
 pub(crate) use replica::applied_index as replica_applied_index;
+mod queue;
+use queue::Message;
+pub(crate) use queue::{Job, Pending, Queue};
 mod room;
 mod upkeep;
 
@@ -21,109 +24,14 @@ use crate::locks::lock;
 use crate::options::Options;
 use crate::reply::{answer_all, Outcome, Reply};
 use crate::shard::{sql, ShardFile};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use op::Op;
 use room::Need;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
-
-/// A write and the promise to answer its caller.
-pub(crate) struct Job {
-    pub op: Op,
-    pub reply: Reply,
-    /// When it was queued: a job queued before a wait for the file's lock
-    /// that timed out has had its busy timeout, and is not made to wait
-    /// another one (see [`Writer::last_busy`]).
-    queued_at: Instant,
-}
-
-impl Job {
-    pub(crate) fn new(op: Op, reply: Reply) -> Job {
-        Job {
-            op,
-            reply,
-            queued_at: Instant::now(),
-        }
-    }
-}
-
-enum Message {
-    Job(Job),
-    /// Background work is due (a caller committed inline and the WAL has
-    /// grown past the checkpoint threshold).
-    Wake,
-    /// Commit everything queued so far, then stop.
-    Shutdown,
-}
-
-/// The way into a shard's writer: its channel, and the count of jobs queued
-/// or being committed by the writer threads of the whole store (the
-/// channel alone does not say: a thread takes a job off it before it has
-/// the lock, and an inline commit must not overtake that job). A write
-/// commits inline only when that count is zero, i.e. for a lone writer;
-/// under concurrency the writer threads batch.
-pub(crate) struct Queue {
-    tx: Sender<Message>,
-    pending: Arc<AtomicUsize>,
-    /// A `Wake` is on its way and the writer has not yet run its
-    /// background work: no need for another.
-    wake_sent: AtomicBool,
-    /// A read met an expired key: sweep now rather than at the next
-    /// interval. A flag, not a job per key, so that reads of expired keys
-    /// cost the writer nothing while it is busy.
-    sweep_requested: AtomicBool,
-}
-
-impl Queue {
-    /// Queues `job`; `false` (with the reply defused) when the writer has
-    /// stopped.
-    pub(crate) fn send(&self, job: Job) -> bool {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.tx.send(Message::Job(job)) {
-            Ok(()) => true,
-            Err(crossbeam_channel::SendError(message)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                if let Message::Job(job) = message {
-                    job.reply.defuse();
-                }
-                false
-            }
-        }
-    }
-
-    /// Messages in the channel now (a test's view of the backlog).
-    #[cfg(feature = "test-hooks")]
-    pub(crate) fn backlog(&self) -> usize {
-        self.tx.len()
-    }
-
-    /// Tells the writer to commit what is queued, then stop.
-    pub(crate) fn shutdown(&self) {
-        let _ = self.tx.send(Message::Shutdown);
-    }
-
-    /// Asks the writer for an expiry sweep soon.
-    pub(crate) fn request_sweep(&self) {
-        if !self.sweep_requested.swap(true, Ordering::AcqRel) {
-            self.wake();
-        }
-    }
-}
-
-impl Wake for Queue {
-    /// Asks the writer thread for its background work (a checkpoint).
-    fn wake(&self) {
-        if !self.wake_sent.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Message::Wake);
-        }
-    }
-}
-
-/// Jobs queued or being committed by the writer threads of one store.
-pub(crate) type Pending = Arc<AtomicUsize>;
 
 /// A shard's writer: its connection and state, shared by the writer thread
 /// and by callers that commit inline while the thread is idle. `None` once
@@ -215,6 +123,7 @@ pub(crate) fn spawn(
 /// The writer thread: waits for work, then takes the engine's lock, drains
 /// what is queued into one transaction and does the background work due.
 fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
+    yield_to_schedulers();
     let mut stopping = false;
     while !stopping {
         let wait = match lock(engine).as_ref() {
@@ -256,6 +165,24 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
     let writer = lock(engine).take();
     if let Some(mut writer) = writer {
         writer.finish(rx);
+    }
+}
+
+/// How much lower than the VM's threads a writer thread runs (a nice
+/// value): when the cores are busy, the BEAM's schedulers get them first
+/// and our 16 writers share what is left, batching more per commit.
+const WRITER_NICE: libc::c_int = 10;
+
+/// Lowers the calling writer thread's priority by [`WRITER_NICE`] (Linux
+/// sets it per thread). Best effort: a system that refuses leaves it.
+fn yield_to_schedulers() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::gettid();
+        if let Ok(tid) = libc::id_t::try_from(tid) {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, WRITER_NICE);
+        }
     }
 }
 
