@@ -154,7 +154,8 @@ defmodule LiteStash do
       from what the truncation gave back, and the write that met the full
       disk is tried once more. Deletes and `clear/1` may spend the reserve
       itself when nothing else made room, so that you can make room through
-      the store; it is allocated again once the disk has room for it.
+      the store; it is allocated again once the disk has twice its size
+      free.
       Default `4_194_304` (4 MiB). `0` keeps none: then a disk the WAL
       filled stays full (every checkpoint must grow its file first) until
       room is made outside the store.

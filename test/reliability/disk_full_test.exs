@@ -74,6 +74,44 @@ defmodule LiteStash.Reliability.DiskFullTest do
     :ok = LiteStash.stop(store)
   end
 
+  test "many writers at once, batches that fail are retried and nothing acknowledged is lost",
+       %{data_dir: data_dir} do
+    {:ok, store} = LiteStash.start_link(data_dir: data_dir, name: nil)
+    value = :binary.copy("w", 1_000)
+
+    # 16 processes write at once, so commits batch and the writer threads
+    # (not the callers) meet the full disk, alone and in batches.
+    acknowledged =
+      1..16
+      |> Task.async_stream(
+        fn w ->
+          Enum.reduce_while(1..100_000, [], fn i, done ->
+            key = "w#{w}:#{i}"
+
+            case LiteStash.set(store, key, value) do
+              :ok -> {:cont, [key | done]}
+              {:error, %Error{reason: :disk_full}} -> {:halt, done}
+            end
+          end)
+        end,
+        timeout: 120_000,
+        max_concurrency: 16
+      )
+      |> Enum.flat_map(fn {:ok, keys} -> keys end)
+
+    assert length(acknowledged) > 2_500, "only #{length(acknowledged)} keys fit"
+    for key <- acknowledged, do: assert(LiteStash.get(store, key) == {:ok, value})
+
+    # Deletes from many processes at once go through on the full disk.
+    acknowledged
+    |> Enum.take(64)
+    |> Task.async_stream(&LiteStash.delete(store, &1))
+    |> Enum.each(fn {:ok, result} -> assert result == :ok end)
+
+    assert LiteStash.clear(store) == :ok
+    :ok = LiteStash.stop(store)
+  end
+
   test "with disk_reserve: 0 there is no reserve file, and a disk the WAL filled stays full",
        %{data_dir: data_dir} do
     {:ok, store} = LiteStash.start_link(data_dir: data_dir, name: nil, disk_reserve: 0)

@@ -26,8 +26,9 @@ pub(crate) fn not_a_data_dir(dir: &Path) -> Error {
 }
 
 /// Refuses a directory that holds files but no shard: opening it would add
-/// 16 shard dirs among someone else's files. A missing or empty dir, or
-/// one with at least one shard, is fine.
+/// 16 shard dirs among someone else's files. A missing or empty dir, one
+/// with at least one shard, or one holding nothing but a store's disk
+/// reserve (its shards deleted), is fine.
 pub(crate) fn refuse_foreign_dir(dir: &Path) -> Result<()> {
     let what = || dir.display().to_string();
     let mut entries = match std::fs::read_dir(dir) {
@@ -35,7 +36,9 @@ pub(crate) fn refuse_foreign_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(&e, &what())),
     };
-    if entries.next().is_none() || holds_shards(dir) {
+    let only_reserve = entries
+        .all(|entry| entry.is_ok_and(|entry| entry.file_name() == crate::disk::RESERVE_FILE));
+    if only_reserve || holds_shards(dir) {
         return Ok(());
     }
     Err(Error::new(

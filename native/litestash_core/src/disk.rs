@@ -23,10 +23,12 @@
 
 use crate::locks::lock;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+#[cfg(not(target_vendor = "apple"))]
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// The reserve's file name, in the data dir.
@@ -57,6 +59,16 @@ pub(crate) struct Disk {
     epoch: AtomicU64,
     /// No restore is tried before this.
     next_restore: Mutex<Instant>,
+    /// The latest alarm writers acted on, and how many have: a writer that
+    /// raised it waits for the others (see [`Disk::await_others`]).
+    acted: Mutex<(u64, usize)>,
+    acted_changed: Condvar,
+    /// WAL give-backs that freed space, ever.
+    given_back: AtomicU64,
+    /// Held shared by every commit, exclusive while the reserve is lent:
+    /// the space lent to one shard's checkpoint is not taken by another
+    /// shard's commit meanwhile.
+    gate: RwLock<()>,
     writers: Mutex<Vec<Weak<dyn Wake>>>,
 }
 
@@ -71,6 +83,10 @@ impl Disk {
             held: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             next_restore: Mutex::new(Instant::now()),
+            acted: Mutex::new((0, 0)),
+            acted_changed: Condvar::new(),
+            given_back: AtomicU64::new(0),
+            gate: RwLock::new(()),
             writers: Mutex::new(Vec::new()),
         }
     }
@@ -126,10 +142,11 @@ impl Disk {
         (rc == 0).then_some(free)
     }
 
-    /// Tells every writer that the disk filled (or room came back): each
-    /// checkpoints between its next batches.
-    pub(crate) fn alarm(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Tells every writer that the disk filled: each gives back its WAL
+    /// between its next batches, then says so ([`Disk::acted`]). The new
+    /// alarm count.
+    pub(crate) fn alarm(&self) -> u64 {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         let writers: Vec<_> = lock(&self.writers)
             .iter()
             .filter_map(Weak::upgrade)
@@ -137,6 +154,44 @@ impl Disk {
         for writer in writers {
             writer.wake();
         }
+        epoch
+    }
+
+    /// A writer acted on alarm `epoch` (`gave_back`: and freed space).
+    pub(crate) fn acted(&self, epoch: u64, gave_back: bool) {
+        if gave_back {
+            self.given_back.fetch_add(1, Ordering::AcqRel);
+        }
+        let mut acted = lock(&self.acted);
+        match acted.0.cmp(&epoch) {
+            std::cmp::Ordering::Less => *acted = (epoch, 1),
+            std::cmp::Ordering::Equal => acted.1 += 1,
+            std::cmp::Ordering::Greater => {}
+        }
+        self.acted_changed.notify_all();
+    }
+
+    /// Waits, at most `timeout`, until every writer but the caller has
+    /// acted on alarm `epoch` (or a later one): `true` if any freed space
+    /// meanwhile. Only writer threads and inline commits (on dirty
+    /// schedulers) call it, on a write that met a full disk.
+    pub(crate) fn await_others(&self, epoch: u64, timeout: Duration) -> bool {
+        let before = self.given_back.load(Ordering::Acquire);
+        let others = lock(&self.writers).len().saturating_sub(1);
+        let deadline = Instant::now() + timeout;
+        let mut acted = lock(&self.acted);
+        while acted.0 < epoch || (acted.0 == epoch && acted.1 < others) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            acted = match self.acted_changed.wait_timeout(acted, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        drop(acted);
+        self.given_back.load(Ordering::Acquire) != before
     }
 
     /// The alarm's count: a writer that saw another one checkpoints.
@@ -149,13 +204,17 @@ impl Disk {
         self.bytes
     }
 
-    /// Runs `f` with the reserve's space given back to the file system
-    /// (`None`, without running it, when the reserve is not held), then
-    /// allocates the reserve again from what `f` gave back, if it can.
-    pub(crate) fn lend<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+    /// Runs `f` with up to `bytes` of the reserve's space given back to the
+    /// file system (`None`, without running it, when the reserve is not
+    /// held), then allocates the reserve again from what `f` gave back, if
+    /// it can; if it cannot, the reserve is released (see
+    /// [`Disk::restore`]).
+    pub(crate) fn lend<T>(&self, bytes: u64, f: impl FnOnce() -> T) -> Option<T> {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let guard = lock(&self.reserve);
         let file = guard.as_ref()?;
-        if !self.held.load(Ordering::Acquire) || file.set_len(0).is_err() {
+        let keep = self.bytes.saturating_sub(bytes);
+        if !self.held.load(Ordering::Acquire) || file.set_len(keep).is_err() {
             return None;
         }
         self.held.store(false, Ordering::Release);
@@ -163,6 +222,13 @@ impl Disk {
         self.held
             .store(allocate(file, self.bytes), Ordering::Release);
         Some(result)
+    }
+
+    /// Held by a commit for its duration (see `gate`). Commits run on
+    /// writer threads and dirty schedulers only; a loan holds it
+    /// exclusively for one checkpoint.
+    pub(crate) fn commit_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives the reserve's space to the file system for good (until
@@ -213,22 +279,52 @@ impl Disk {
     }
 }
 
-/// Allocates `bytes` of disk to `file` (not a sparse hole: the blocks are
-/// the file system's to give); `true` on success. On failure the file is
-/// cut back to nothing, so that a partial allocation holds no space.
+/// Allocates `bytes` of disk to `file` (blocks, not a sparse hole: a
+/// copy of the file made sparse, or one cut short, is allocated again);
+/// `true` on success. On failure the file is cut back to nothing, so that
+/// a partial allocation holds no space.
 fn allocate(file: &File, bytes: u64) -> bool {
-    let Ok(len) = libc::off_t::try_from(bytes) else {
-        return false;
+    let allocated = |file: &File| {
+        file.metadata()
+            .is_ok_and(|m| m.len() == bytes && m.blocks().saturating_mul(512) >= bytes)
     };
-    if file.metadata().is_ok_and(|m| m.len() == bytes) {
+    if allocated(file) {
+        return true;
+    }
+    if preallocate(file, bytes) && allocated(file) {
         return true;
     }
     let _ = file.set_len(0);
-    // SAFETY: a valid open descriptor; posix_fallocate only allocates.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    if rc != 0 {
-        let _ = file.set_len(0);
+    false
+}
+
+/// `posix_fallocate` where the C library has it.
+#[cfg(not(target_vendor = "apple"))]
+fn preallocate(file: &File, bytes: u64) -> bool {
+    let Ok(len) = libc::off_t::try_from(bytes) else {
         return false;
+    };
+    let _ = file.set_len(bytes.min(file.metadata().map_or(0, |m| m.len())));
+    // SAFETY: a valid open descriptor; posix_fallocate only allocates.
+    unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) == 0 }
+}
+
+/// Elsewhere (macOS has no posix_fallocate): the bytes written out.
+#[cfg(target_vendor = "apple")]
+fn preallocate(file: &File, bytes: u64) -> bool {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = file;
+    let block = [0x5a_u8; 64 * 1024];
+    if file.set_len(0).is_err() || file.seek(SeekFrom::Start(0)).is_err() {
+        return false;
+    }
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
+        if file.write_all(&block[..n]).is_err() {
+            return false;
+        }
+        left -= n as u64;
     }
     true
 }
@@ -257,18 +353,33 @@ mod tests {
         disk.make_reserve();
         assert!(disk.reserve_held());
         assert_eq!(reserve_len(dir.path()), 64 * 1024);
-        let seen = disk.lend(|| reserve_len(dir.path()));
-        assert_eq!(seen, Some(0), "the reserve is empty while lent");
+        let seen = disk.lend(16 * 1024, || reserve_len(dir.path()));
+        assert_eq!(seen, Some(48 * 1024), "16 KiB of it lent");
+        let seen = disk.lend(u64::MAX, || reserve_len(dir.path()));
+        assert_eq!(seen, Some(0), "all of it lent");
         assert!(disk.reserve_held(), "allocated again after the loan");
         assert_eq!(reserve_len(dir.path()), 64 * 1024);
         assert!(disk.release());
         assert!(!disk.reserve_held());
         assert_eq!(reserve_len(dir.path()), 0);
-        assert_eq!(disk.lend(|| ()), None, "nothing to lend once released");
+        assert_eq!(disk.lend(1, || ()), None, "nothing to lend once released");
         assert!(!disk.release());
         disk.restore();
         assert!(disk.reserve_held(), "restored: the disk has room");
         assert_eq!(reserve_len(dir.path()), 64 * 1024);
+    }
+
+    #[test]
+    fn a_sparse_reserve_is_allocated_for_real() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RESERVE_FILE);
+        // A copy made sparse: the right length, no blocks.
+        File::create(&path).unwrap().set_len(256 * 1024).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 < 256 * 1024);
+        let disk = Disk::new(Some(dir.path()), 256 * 1024);
+        disk.make_reserve();
+        assert!(disk.reserve_held());
+        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 >= 256 * 1024);
     }
 
     #[test]
@@ -280,7 +391,7 @@ mod tests {
         disk.make_reserve();
         assert!(!dir.path().join(RESERVE_FILE).exists());
         assert!(!disk.reserve_held());
-        assert_eq!(disk.lend(|| ()), None);
+        assert_eq!(disk.lend(1, || ()), None);
         disk.restore();
         assert!(!disk.reserve_held());
     }
@@ -295,9 +406,19 @@ mod tests {
         disk.register(Arc::downgrade(&b));
         drop((a, b, gone));
         let before = disk.epoch();
-        disk.alarm();
-        disk.alarm();
-        assert_eq!(disk.epoch(), before + 2);
+        assert_eq!(disk.alarm(), before + 1);
+        assert_eq!(disk.alarm(), before + 2);
         assert_eq!(here.0.load(Ordering::Relaxed), 2);
+        // One other writer registered still (`here`): it acts, freeing space.
+        let epoch = disk.epoch();
+        let waiter = {
+            let disk = Arc::new(disk);
+            let d = Arc::clone(&disk);
+            let t = std::thread::spawn(move || d.await_others(epoch, Duration::from_secs(10)));
+            std::thread::sleep(Duration::from_millis(20));
+            disk.acted(epoch, true);
+            t
+        };
+        assert!(waiter.join().unwrap(), "saw the space freed");
     }
 }

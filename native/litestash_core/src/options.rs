@@ -90,11 +90,12 @@ pub const DEFAULT_PAGE_CACHE_SIZE: usize = 64 * 1024 * 1024;
 /// 2,000 frames of 4 KiB pages LiteStash has always checkpointed at.
 pub const DEFAULT_WAL_LIMIT: u64 = 2000 * WAL_FRAME_BYTES;
 
-/// One WAL frame: a 4 KiB page and its 24-byte header.
-/// 4 MiB: more than the new pages a checkpoint of one shard usually adds
-/// to its file, so a full disk can be given its WAL space back.
+/// Default [`Options::disk_reserve`], 4 MiB: more than the new pages a
+/// checkpoint of one shard usually adds to its file, so a full disk can be
+/// given its WAL space back.
 pub const DEFAULT_DISK_RESERVE: u64 = 4 * 1024 * 1024;
 
+/// One WAL frame: a 4 KiB page and its 24-byte header.
 const WAL_FRAME_BYTES: u64 = 4096 + 24;
 
 fn checkpoint_pages(wal_limit: u64) -> i32 {

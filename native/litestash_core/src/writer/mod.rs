@@ -88,6 +88,9 @@ pub(crate) fn spawn(
         wrote,
         cache,
         disk_epoch: disk.epoch(),
+        disk_tries: 0,
+        next_give_back: Instant::now(),
+        brief: false,
         disk,
         touched: Touched::default(),
         max_batch: options.max_batch.max(1),
@@ -227,6 +230,13 @@ pub(crate) struct Writer {
     disk: Arc<Disk>,
     /// The disk's alarm count this writer last acted on.
     disk_epoch: u64,
+    /// Tries left at giving back the WAL after the last alarm, while the
+    /// disk has no room for this shard's checkpoint.
+    disk_tries: u32,
+    /// No WAL give-back is tried before this (one found no room).
+    next_give_back: Instant,
+    /// Inside [`Writer::briefly`]: the short busy timeout is set.
+    brief: bool,
     /// What the open transaction's writes touched, for the cache.
     pub(super) touched: Touched,
     max_batch: usize,
@@ -470,6 +480,8 @@ impl Writer {
     fn transaction<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
+        let disk = Arc::clone(&self.disk);
+        let _room = disk.commit_gate();
         self.exec(sql::BEGIN_WRITE)?;
         let begun = self.cache.begin(self.file.index);
         self.touched = Touched::default();

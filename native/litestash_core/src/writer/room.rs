@@ -6,8 +6,23 @@ use super::op::Op;
 use super::Writer;
 use crate::error::{ErrorKind, Result};
 use crate::shard::{beside, sql};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// After a give-back found no room, none is tried for this long.
+const NO_ROOM_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long a write that met a full disk waits for the other writers to
+/// give back their WAL.
+const AWAIT_OTHERS: Duration = Duration::from_millis(250);
+
+/// Give-backs tried after one alarm while there is no room for them.
+const TRIES_PER_ALARM: u32 = 8;
+
+/// Room lent beyond a checkpoint's growth (the file's own rounding).
+const LEND_MARGIN: u64 = 256 * 1024;
 
 /// What a transaction's writes ask of the disk.
 #[derive(Debug, Clone, Copy)]
@@ -34,81 +49,51 @@ impl Need {
         )
     }
 
-    /// An expiry sweep's.
+    /// An expiry sweep's: it frees space, but as background work it does
+    /// not spend the reserve, which is kept for the user's own deletes.
     pub(super) const SWEEP: Need = Need {
         bytes: 0,
-        frees: true,
+        frees: false,
     };
 }
 
 impl Writer {
     /// Runs `f` in a transaction (see [`Writer::transaction`]); when it
-    /// fails because the disk is full, makes room and runs it again: once
-    /// after giving back WAL space, and for writes that only free space
-    /// once more on the reserve.
+    /// fails because the disk is full (not a page cap), every writer is
+    /// told to give back its WAL and this one does at once: if that gave
+    /// space back, `f` runs again. Writes that only free space run once
+    /// more on the reserve itself, released now or by another shard's
+    /// writer (a `clear` fails on many shards at once).
     pub(super) fn commit_with_room<T>(
         &mut self,
         need: Need,
         mut f: impl FnMut(&mut Self) -> Result<T>,
     ) -> Result<T> {
+        let full = |r: &Result<T>| matches!(r, Err(e) if e.kind() == ErrorKind::DiskFull);
         let mut result = self.transaction(&mut f);
-        for attempt in 0..2 {
-            match &result {
-                Err(e) if e.kind() == ErrorKind::DiskFull && self.make_room(need, attempt) => {
-                    result = self.transaction(&mut f);
-                }
-                _ => break,
+        if !full(&result) || self.file.memory || self.at_page_cap(need) {
+            return result;
+        }
+        let epoch = self.disk.alarm();
+        self.disk_epoch = epoch;
+        if self.give_back_wal() {
+            result = self.transaction(&mut f);
+            if !full(&result) {
+                return result;
             }
+        }
+        // The other shards' WALs may hold the space: once their writers
+        // have given it back, once more.
+        if self.disk.await_others(epoch, AWAIT_OTHERS) {
+            result = self.transaction(&mut f);
+            if !full(&result) {
+                return result;
+            }
+        }
+        if need.frees && (self.disk.release() || !self.disk.reserve_held()) {
+            result = self.transaction(&mut f);
         }
         result
-    }
-
-    /// After a commit failed for lack of room: `true` when room was made
-    /// that may let it through. At the first failure every writer is told
-    /// to give back its WAL, and this one does at once. Writes that only
-    /// free space may also go through on the reserve, released now or by
-    /// another shard's writer (a `clear` fails on many shards at once). A
-    /// page cap the write would pass is left alone.
-    fn make_room(&mut self, need: Need, attempt: u32) -> bool {
-        if attempt == 0 {
-            if self.file.memory || self.at_page_cap(need) {
-                return false;
-            }
-            self.disk.alarm();
-            self.disk_epoch = self.disk.epoch();
-            if self.give_back_wal() {
-                self.disk.alarm();
-                return true;
-            }
-        }
-        need.frees && (self.disk.release() || !self.disk.reserve_held())
-    }
-
-    /// Checkpoints this shard and truncates its WAL: `true` when that gave
-    /// space back. A checkpoint that must grow the file and finds no room
-    /// borrows the reserve for it, if the WAL it frees is the larger: the
-    /// reserve is allocated again from what the truncation gave back.
-    fn give_back_wal(&mut self) -> bool {
-        let wal = crate::admin::size(&beside(&self.file.path, "-wal"));
-        if wal == 0 || self.file.memory {
-            return false;
-        }
-        let done = match self.checkpoint("TRUNCATE") {
-            Err(e) if e.kind() == ErrorKind::DiskFull => {
-                let growth = self.checkpoint_growth();
-                if growth >= wal || growth > self.disk.reserve_bytes() {
-                    return false;
-                }
-                let disk = Arc::clone(&self.disk);
-                disk.lend(|| self.checkpoint("TRUNCATE"))
-                    .is_some_and(|r| matches!(r, Ok(true)))
-            }
-            result => matches!(result, Ok(true)),
-        };
-        if done {
-            self.wal_pages.store(0, Ordering::Relaxed);
-        }
-        done
     }
 
     /// Whether the file's page cap (`max_page_count`), not the disk, is
@@ -124,29 +109,90 @@ impl Writer {
         }
     }
 
-    /// Bytes the shard's file grows by when its WAL is checkpointed: the
-    /// pages the WAL adds past the file's end.
+    /// Checkpoints this shard and truncates its WAL: `true` when that gave
+    /// space back. A checkpoint that must grow the file and finds no room
+    /// borrows that much of the reserve, if the WAL it frees is larger:
+    /// the reserve is allocated again from what the truncation gave back.
+    /// After one that found no room, none is tried for [`NO_ROOM_PAUSE`]
+    /// (a batch whose writes each fail does not checkpoint for each).
+    fn give_back_wal(&mut self) -> bool {
+        let wal = crate::admin::size(&beside(&self.file.path, "-wal"));
+        if wal == 0 || self.file.memory || Instant::now() < self.next_give_back {
+            return false;
+        }
+        let done = match self.checkpoint("TRUNCATE") {
+            Err(e) if e.kind() == ErrorKind::DiskFull => {
+                let growth = self.checkpoint_growth();
+                if growth >= wal || growth > self.disk.reserve_bytes() {
+                    false
+                } else {
+                    let disk = Arc::clone(&self.disk);
+                    disk.lend(growth.saturating_add(LEND_MARGIN), || {
+                        self.checkpoint("TRUNCATE")
+                    })
+                    .is_some_and(|r| matches!(r, Ok(true)))
+                }
+            }
+            result => matches!(result, Ok(true)),
+        };
+        if done {
+            self.wal_pages.store(0, Ordering::Relaxed);
+        } else {
+            self.next_give_back = Instant::now() + NO_ROOM_PAUSE;
+        }
+        done
+    }
+
+    /// Bytes of disk the shard's file needs to take the WAL's pages: its
+    /// size after a checkpoint less the blocks it has. Allocated blocks,
+    /// not its length: a checkpoint extends the file (a hole) before it
+    /// writes, so after one that failed the length already says "done".
     fn checkpoint_growth(&self) -> u64 {
         let query = |pragma: &str| self.conn.query_row(pragma, [], |r| r.get::<_, i64>(0));
         let (Ok(pages), Ok(page_size)) = (query(sql::PAGE_COUNT), query(sql::PAGE_SIZE)) else {
             return u64::MAX;
         };
         let after = u64::try_from(pages.saturating_mul(page_size)).unwrap_or(u64::MAX);
-        after.saturating_sub(crate::admin::size(&self.file.path))
+        let has = std::fs::metadata(&self.file.path).map_or(0, |m| m.blocks().saturating_mul(512));
+        after.saturating_sub(has)
     }
 
     /// Background work for the disk: after an alarm, give back this
-    /// shard's WAL (telling the others if that made room); a released
-    /// reserve is allocated again once there is room.
+    /// shard's WAL (tried again a few times while there is no room for
+    /// it, as other shards' give-backs may make some); a released reserve
+    /// is allocated again once there is room. Never alarms itself, so an
+    /// alarm ends once every writer has acted on it.
     pub(super) fn heed_disk(&mut self) {
         let epoch = self.disk.epoch();
         if epoch != self.disk_epoch {
             self.disk_epoch = epoch;
-            if self.give_back_wal() {
-                self.disk.alarm();
-                self.disk_epoch = self.disk.epoch();
-            }
+            self.disk_tries = TRIES_PER_ALARM;
+            // Whatever the pause after a give-back that found no room: a
+            // new alarm may mean another shard made some.
+            self.next_give_back = Instant::now();
+            let gave_back = self.try_give_back();
+            self.disk.acted(epoch, gave_back);
+        } else if self.disk_tries > 0 && Instant::now() >= self.next_give_back {
+            self.try_give_back();
         }
         self.disk.restore();
+    }
+
+    /// One of the tries after an alarm: `true` if it freed space.
+    fn try_give_back(&mut self) -> bool {
+        self.disk_tries = self.disk_tries.saturating_sub(1);
+        let gave_back = self.give_back_wal();
+        if gave_back || crate::admin::size(&beside(&self.file.path, "-wal")) == 0 {
+            self.disk_tries = 0;
+        }
+        gave_back
+    }
+
+    /// How long the thread may sleep before a give-back is due again.
+    pub(super) fn disk_wait(&self) -> Option<Duration> {
+        (self.disk_tries > 0).then(|| {
+            self.next_give_back
+                .saturating_duration_since(Instant::now())
+        })
     }
 }

@@ -18,7 +18,8 @@ impl Writer {
     /// step is due.
     pub(super) fn idle_wait(&self) -> Duration {
         if self.compacting.is_empty() {
-            self.next_sweep.saturating_duration_since(Instant::now())
+            let sweep = self.next_sweep.saturating_duration_since(Instant::now());
+            self.disk_wait().map_or(sweep, |disk| disk.min(sweep))
         } else {
             Duration::ZERO
         }
@@ -179,11 +180,18 @@ impl Writer {
 
     /// Runs `f` with the connection's busy timeout cut to
     /// [`CHECKPOINT_WAIT`]: background work never waits long for a lock.
+    /// Inside another `briefly` (a sweep that checkpoints to make room),
+    /// `f` just runs: the full timeout comes back only at the outer end.
     fn briefly<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.brief {
+            return f(self);
+        }
         self.conn
             .busy_timeout(CHECKPOINT_WAIT)
             .map_err(|e| self.file.err(e))?;
+        self.brief = true;
         let result = f(self);
+        self.brief = false;
         self.conn
             .busy_timeout(self.busy_timeout)
             .map_err(|e| self.file.err(e))?;
