@@ -103,6 +103,7 @@ defmodule LiteStash.Bench.Cache do
       LiteStash.stop(:litestash_bench_memory)
       File.rm_rf!(dir)
     end
+    |> Map.put(:stopped, sample())
   end
 
   # Each value read is dropped at once: a list of a million results would
@@ -215,6 +216,7 @@ defmodule LiteStash.Bench.Cache do
           "page cache, clean and reclaimable, not held against the budgets~n",
         [mib(b.file), mib(w.file), mib(r.file), mib(r.file_once), mib(m.files)]
       ),
+      stopped_line(m),
       :io_lib.format(
         "~-42s ~10s  (target < budgets ~s + ~s overhead = ~s)  ~s~n",
         [
@@ -230,6 +232,16 @@ defmodule LiteStash.Bench.Cache do
   end
 
   defp memory_lines(_), do: "  memory: not measured (no /proc)\n"
+
+  defp stopped_line(%{stopped: %{anon: anon, sqlite: sqlite}}) do
+    :io_lib.format(
+      "  after stop/1: anonymous resident memory ~s, SQLite ~s (the store's memory " <>
+        "handed back to the OS with malloc_trim)~n",
+      [mib(anon), mib(sqlite)]
+    )
+  end
+
+  defp stopped_line(_), do: []
 
   defp int(value), do: Workloads.format_int(value)
   defp us(nil), do: "-"
