@@ -152,6 +152,18 @@ defmodule LiteStash do
       briefly for readers and truncates the log. Default `8_240_000`
       (2,000 pages). Lower it on small devices: 16 shards each keep up to
       this much WAL.
+    * `:disk_reserve` - bytes of disk the store keeps allocated in a file
+      of its own, `litestash.reserve` in the data dir, so that it can
+      always give back the space its WAL files hold. When the disk fills,
+      every shard checkpoints and truncates its WAL; a checkpoint that must
+      first grow its file borrows the reserve's space and allocates it again
+      from what the truncation gave back, and the write that met the full
+      disk is tried once more. Deletes and `clear/1` may spend the reserve
+      itself when nothing else made room, so that you can make room through
+      the store; it is allocated again once the disk has room for it.
+      Default `4_194_304` (4 MiB). `0` keeps none: then a disk the WAL
+      filled stays full (every checkpoint must grow its file first) until
+      room is made outside the store.
     * `:replica` - `true` opens the data dir as one replica of a clustered
       store: its files get the contract's replica table (section 10), and
       only the cluster's log writes them (every other write answers
@@ -241,6 +253,7 @@ defmodule LiteStash do
           | {:page_cache_size, non_neg_integer()}
           | {:mmap_size, non_neg_integer()}
           | {:wal_limit, pos_integer()}
+          | {:disk_reserve, non_neg_integer()}
           | {:replica, boolean()}
           | {:cluster, [node()]}
           | {:replication_factor, pos_integer() | nil}
@@ -262,6 +275,7 @@ defmodule LiteStash do
     page_cache_size: 64 * 1024 * 1024,
     mmap_size: 256 * 1024 * 1024,
     wal_limit: 2000 * (4096 + 24),
+    disk_reserve: 4 * 1024 * 1024,
     replica: false
   ]
 
@@ -379,6 +393,7 @@ defmodule LiteStash do
     page_cache_size: "a non-negative integer of bytes",
     mmap_size: "a non-negative integer of bytes",
     wal_limit: "a positive integer of bytes",
+    disk_reserve: "a non-negative integer of bytes",
     replica: "a boolean",
     cluster: "a non-empty list of node names",
     replication_factor: "a positive integer or nil",
@@ -428,6 +443,7 @@ defmodule LiteStash do
     do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
 
   defp valid_option?(:wal_limit, n), do: is_integer(n) and n > 0 and n < 281_474_976_710_656
+  defp valid_option?(:disk_reserve, n), do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
   defp valid_option?(key, value), do: LiteStash.Cluster.valid_option?(key, value)
 

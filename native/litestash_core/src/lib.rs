@@ -11,7 +11,8 @@
 //! (`scan.rs`), figures and copies (`admin.rs`) and blocking
 //! writes (`blocking.rs`); a write is a [`Request`] (`request.rs`) that a
 //! shard's writer (`writer/`: the queue and thread, `op.rs` what each write
-//! does, `upkeep.rs` checkpoints, sweeps, compaction) commits and answers
+//! does, `upkeep.rs` checkpoints, sweeps, compaction, `room.rs` what it
+//! does on a full disk, with the reserve of `disk.rs`) commits and answers
 //! through a [`Reply`] (`reply.rs`), reporting [`Event`]s (`event.rs`);
 //! `shard/` is one file and every SQL text; `key.rs` and `codec.rs` are the
 //! contract's hashing, routing and MessagePack; `error.rs` and
@@ -35,6 +36,7 @@ mod check;
 mod clock;
 mod codec;
 mod data_dir;
+mod disk;
 mod error;
 mod event;
 mod key;
@@ -55,14 +57,15 @@ pub use admin::{sqlite_memory_used, trim_freed_memory, ShardInfo, BACKUP_INCOMPL
 pub use cache::{Stored, CACHEABLE_BYTES};
 pub use check::{inspect_dir, Depth, ShardReport};
 pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
+pub use disk::RESERVE_FILE;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventHook};
 pub use key::{
     key_hash, route, table_names, validate, Key, Route, MAX_KEY_BYTES, SHARDS, SHARD_COUNT,
 };
 pub use options::{
-    Options, Synchronous, DEFAULT_CACHE_SIZE, DEFAULT_MMAP_SIZE, DEFAULT_PAGE_CACHE_SIZE,
-    DEFAULT_WAL_LIMIT,
+    Options, Synchronous, DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, DEFAULT_MMAP_SIZE,
+    DEFAULT_PAGE_CACHE_SIZE, DEFAULT_WAL_LIMIT,
 };
 pub use reply::{Outcome, Reply, Submitted};
 pub use request::{ReplicaOp, Request};

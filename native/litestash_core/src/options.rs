@@ -60,6 +60,10 @@ pub struct Options {
     /// Caps every shard file at this many pages: a test's stand-in for a
     /// full disk. `None` in production.
     pub max_page_count: Option<i64>,
+    /// Bytes of disk the store keeps allocated in its reserve file, for the
+    /// checkpoints that give WAL space back on a full disk (see `disk.rs`);
+    /// 0 keeps none.
+    pub disk_reserve: u64,
     /// Most writes committing inline (on their callers' threads, see
     /// [`crate::Store::inline_slot`]) at once, counted over every store of
     /// the process; 0 sends every write through the writer threads.
@@ -96,6 +100,10 @@ pub const DEFAULT_MMAP_SIZE: i64 = 256 * 1024 * 1024;
 pub const DEFAULT_WAL_LIMIT: u64 = 2000 * WAL_FRAME_BYTES;
 
 /// One WAL frame: a 4 KiB page and its 24-byte header.
+/// 4 MiB: more than the new pages a checkpoint of one shard usually adds
+/// to its file, so a full disk can be given its WAL space back.
+pub const DEFAULT_DISK_RESERVE: u64 = 4 * 1024 * 1024;
+
 const WAL_FRAME_BYTES: u64 = 4096 + 24;
 
 fn checkpoint_pages(wal_limit: u64) -> i32 {
@@ -157,6 +165,7 @@ impl Default for Options {
             sweep_interval: Duration::from_secs(1),
             sweep_batch: 500,
             max_page_count: None,
+            disk_reserve: DEFAULT_DISK_RESERVE,
             inline_commits: 1,
             read_only: false,
             max_snapshots: 64,

@@ -2,6 +2,7 @@
 
 use crate::cache::ValueCache;
 use crate::data_dir;
+use crate::disk::Disk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventHook, HookSlot};
 use crate::key::SHARD_COUNT;
@@ -68,6 +69,8 @@ pub struct Store {
     /// Snapshots open now, counted against `options.max_snapshots`.
     pub(crate) snapshots: Arc<AtomicUsize>,
     pub(crate) cache: Arc<ValueCache>,
+    /// The disk under the data dir and the store's reserve on it.
+    pub(crate) disk: Arc<Disk>,
 }
 
 /// Writes committing inline right now, in every store of the process: the
@@ -208,6 +211,11 @@ impl Store {
     }
 
     fn new(dir: PathBuf, options: Options, memory: bool, claimed: bool) -> Store {
+        let disk = Arc::new(if memory || options.read_only {
+            Disk::new(None, 0)
+        } else {
+            Disk::new(Some(&dir), options.disk_reserve)
+        });
         Store {
             dir,
             shards: Vec::with_capacity(SHARD_COUNT),
@@ -221,6 +229,7 @@ impl Store {
             pending: Arc::new(AtomicUsize::new(0)),
             snapshots: Arc::new(AtomicUsize::new(0)),
             cache: Arc::new(ValueCache::new(options.cache_size)),
+            disk,
         }
     }
 
@@ -231,6 +240,7 @@ impl Store {
             let shard = self.open_shard(index)?;
             self.shards.push(shard);
         }
+        self.disk.make_reserve();
         Ok(self)
     }
 
@@ -271,10 +281,13 @@ impl Store {
             Arc::clone(&file),
             conn,
             &self.options,
-            self.hook.clone(),
-            Arc::clone(&self.pending),
             replica,
-            Arc::clone(&self.cache),
+            writer::Shared {
+                hook: self.hook.clone(),
+                pending: Arc::clone(&self.pending),
+                cache: Arc::clone(&self.cache),
+                disk: Arc::clone(&self.disk),
+            },
         )?;
         lock(&self.writers).push(handle);
         Ok(Shard::Ready {

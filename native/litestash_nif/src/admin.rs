@@ -47,6 +47,7 @@ struct OpenOptions {
     page_cache_size: usize,
     mmap_size: i64,
     wal_limit: u64,
+    disk_reserve: u64,
     readers_per_shard: usize,
     replica: bool,
 }
@@ -69,6 +70,7 @@ impl OpenOptions {
             mmap_size: self.mmap_size,
             readers_per_shard: self.readers_per_shard.max(1),
             replica: self.replica,
+            disk_reserve: self.disk_reserve,
             ..Options::default()
         };
         options.set_wal_limit(self.wal_limit);
@@ -94,8 +96,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
                          max_page_count, sweep_interval, inline_commits, read_only, memory,
-                         max_streams, replica, cache_size, page_cache_size, mmap_size, wal_limit and
-                         readers_per_shard",
+                         max_streams, replica, cache_size, page_cache_size, mmap_size, \
+                         wal_limit, disk_reserve and readers_per_shard",
                     ),
                 ))
             }

@@ -234,3 +234,14 @@ pub(crate) const REPLICA_GET: &str = "SELECT value FROM litestash_replica WHERE 
 /// Sets a replica's value: `?1` name, `?2` MessagePack bytes.
 pub(crate) const REPLICA_SET: &str = "INSERT INTO litestash_replica (name, value) VALUES (?1, ?2) \
      ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+
+/// The database's size in pages, WAL included: what a checkpoint makes
+/// the file.
+pub(crate) const PAGE_COUNT: &str = "PRAGMA page_count";
+
+/// The most pages the file may hold (a test's stand-in for a full disk
+/// sets it).
+pub(crate) const MAX_PAGE_COUNT: &str = "PRAGMA max_page_count";
+
+/// Its page size in bytes.
+pub(crate) const PAGE_SIZE: &str = "PRAGMA page_size";

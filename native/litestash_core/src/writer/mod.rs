@@ -9,132 +9,57 @@
 pub(crate) mod op;
 mod replica;
 pub(crate) use replica::applied_index as replica_applied_index;
+mod queue;
+use queue::Message;
+pub(crate) use queue::{Job, Pending, Queue};
+mod room;
 mod upkeep;
 
 use crate::cache::{Touched, ValueCache};
 use crate::clock::Now;
+use crate::disk::{Disk, Wake};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, HookSlot};
 use crate::locks::lock;
 use crate::options::Options;
 use crate::reply::{answer_all, Outcome, Reply};
 use crate::shard::{sql, ShardFile};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use op::Op;
+use room::Need;
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
-
-/// A write and the promise to answer its caller.
-pub(crate) struct Job {
-    pub op: Op,
-    pub reply: Reply,
-    /// When it was queued: a job queued before a wait for the file's lock
-    /// that timed out has had its busy timeout, and is not made to wait
-    /// another one (see [`Writer::last_busy`]).
-    queued_at: Instant,
-}
-
-impl Job {
-    pub(crate) fn new(op: Op, reply: Reply) -> Job {
-        Job {
-            op,
-            reply,
-            queued_at: Instant::now(),
-        }
-    }
-}
-
-enum Message {
-    Job(Job),
-    /// Background work is due (a caller committed inline and the WAL has
-    /// grown past the checkpoint threshold).
-    Wake,
-    /// Commit everything queued so far, then stop.
-    Shutdown,
-}
-
-/// The way into a shard's writer: its channel, and the count of jobs queued
-/// or being committed by the writer threads of the whole store (the
-/// channel alone does not say: a thread takes a job off it before it has
-/// the lock, and an inline commit must not overtake that job). A write
-/// commits inline only when that count is zero, i.e. for a lone writer;
-/// under concurrency the writer threads batch.
-pub(crate) struct Queue {
-    tx: Sender<Message>,
-    pending: Arc<AtomicUsize>,
-    /// A `Wake` is on its way and the writer has not yet run its
-    /// background work: no need for another.
-    wake_sent: AtomicBool,
-    /// A read met an expired key: sweep now rather than at the next
-    /// interval. A flag, not a job per key, so that reads of expired keys
-    /// cost the writer nothing while it is busy.
-    sweep_requested: AtomicBool,
-}
-
-impl Queue {
-    /// Queues `job`; `false` (with the reply defused) when the writer has
-    /// stopped.
-    pub(crate) fn send(&self, job: Job) -> bool {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.tx.send(Message::Job(job)) {
-            Ok(()) => true,
-            Err(crossbeam_channel::SendError(message)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                if let Message::Job(job) = message {
-                    job.reply.defuse();
-                }
-                false
-            }
-        }
-    }
-
-    /// Messages in the channel now (a test's view of the backlog).
-    #[cfg(feature = "test-hooks")]
-    pub(crate) fn backlog(&self) -> usize {
-        self.tx.len()
-    }
-
-    /// Tells the writer to commit what is queued, then stop.
-    pub(crate) fn shutdown(&self) {
-        let _ = self.tx.send(Message::Shutdown);
-    }
-
-    /// Asks the writer for an expiry sweep soon.
-    pub(crate) fn request_sweep(&self) {
-        if !self.sweep_requested.swap(true, Ordering::AcqRel) {
-            self.wake();
-        }
-    }
-
-    /// Asks the writer thread for its background work (a checkpoint).
-    fn wake(&self) {
-        if !self.wake_sent.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Message::Wake);
-        }
-    }
-}
-
-/// Jobs queued or being committed by the writer threads of one store.
-pub(crate) type Pending = Arc<AtomicUsize>;
 
 /// A shard's writer: its connection and state, shared by the writer thread
 /// and by callers that commit inline while the thread is idle. `None` once
 /// the writer has stopped.
 pub(crate) type Engine = Arc<Mutex<Option<Writer>>>;
 
+/// What every writer of a store shares with it.
+pub(crate) struct Shared {
+    pub hook: HookSlot,
+    pub pending: Pending,
+    pub cache: Arc<ValueCache>,
+    pub disk: Arc<Disk>,
+}
+
 /// Starts the writer thread of `file` on `conn`.
 pub(crate) fn spawn(
     file: Arc<ShardFile>,
     mut conn: Connection,
     options: &Options,
-    hook: HookSlot,
-    pending: Pending,
     replica: bool,
-    cache: Arc<ValueCache>,
+    shared: Shared,
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
+    let Shared {
+        hook,
+        pending,
+        cache,
+        disk,
+    } = shared;
     let (tx, rx) = crossbeam_channel::unbounded();
     let queue = Arc::new(Queue {
         tx,
@@ -142,6 +67,8 @@ pub(crate) fn spawn(
         wake_sent: AtomicBool::new(false),
         sweep_requested: AtomicBool::new(false),
     });
+    let waker: Arc<dyn Wake> = queue.clone();
+    disk.register(Arc::downgrade(&waker));
     let wal_pages = Arc::new(AtomicI32::new(0));
     let hook_pages = Arc::clone(&wal_pages);
     let wrote = Arc::new(AtomicBool::new(false));
@@ -160,6 +87,8 @@ pub(crate) fn spawn(
         wal_pages,
         wrote,
         cache,
+        disk_epoch: disk.epoch(),
+        disk,
         touched: Touched::default(),
         max_batch: options.max_batch.max(1),
         max_batch_bytes: options.max_batch_bytes.max(1),
@@ -194,6 +123,7 @@ pub(crate) fn spawn(
 /// The writer thread: waits for work, then takes the engine's lock, drains
 /// what is queued into one transaction and does the background work due.
 fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
+    yield_to_schedulers();
     let mut stopping = false;
     while !stopping {
         let wait = match lock(engine).as_ref() {
@@ -238,6 +168,24 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
     }
 }
 
+/// How much lower than the VM's threads a writer thread runs (a nice
+/// value): when the cores are busy, the BEAM's schedulers get them first
+/// and our 16 writers share what is left, batching more per commit.
+const WRITER_NICE: libc::c_int = 10;
+
+/// Lowers the calling writer thread's priority by [`WRITER_NICE`] (Linux
+/// sets it per thread). Best effort: a system that refuses leaves it.
+fn yield_to_schedulers() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::gettid();
+        if let Ok(tid) = libc::id_t::try_from(tid) {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, WRITER_NICE);
+        }
+    }
+}
+
 /// Commits `op` on the calling thread when the store has no job queued or
 /// in hand at any writer and this shard's writer lock is free: its answer.
 /// Gives the op back (`Err`) otherwise, for the caller to queue; never
@@ -276,6 +224,9 @@ pub(crate) struct Writer {
     /// The WAL hook ran: the last commit wrote frames.
     wrote: Arc<AtomicBool>,
     cache: Arc<ValueCache>,
+    disk: Arc<Disk>,
+    /// The disk's alarm count this writer last acted on.
+    disk_epoch: u64,
     /// What the open transaction's writes touched, for the cache.
     pub(super) touched: Touched,
     max_batch: usize,
@@ -347,7 +298,7 @@ impl Writer {
         let result = catch_unwind(AssertUnwindSafe(|| match op {
             // A snapshot is installed outside any transaction.
             Op::Install(path) => self.install(path).map(|()| Outcome::Done),
-            op => self.transaction(|w| w.apply(op)),
+            op => self.commit_with_room(Need::of([op]), |w| w.apply(op)),
         }))
         .inspect(|result| self.note_lock(started, result))
         .unwrap_or_else(|_| {
@@ -436,12 +387,13 @@ impl Writer {
         }
         let started = Instant::now();
         if batch.len() == 1 {
-            let result = self.transaction(|w| w.apply(&batch[0].op));
+            let op = &batch[0].op;
+            let result = self.commit_with_room(Need::of([op]), |w| w.apply(op));
             self.note_lock(started, &result);
             answers.extend(pair(batch, vec![result]));
             return answers;
         }
-        let together = self.transaction(|w| {
+        let together = self.commit_with_room(Need::of(batch.iter().map(|j| &j.op)), |w| {
             batch
                 .iter()
                 .map(|job| w.apply_isolated(&job.op))
@@ -464,7 +416,8 @@ impl Writer {
                         Some((_, e)) => Err(e.clone()),
                         None => {
                             let started = Instant::now();
-                            let result = self.transaction(|w| w.apply(&job.op));
+                            let op = &job.op;
+                            let result = self.commit_with_room(Need::of([op]), |w| w.apply(op));
                             self.note_lock(started, &result);
                             result
                         }
@@ -514,7 +467,7 @@ impl Writer {
     /// what the transaction touched and records the change counter the
     /// commit made: the one read under the write lock at `BEGIN`, plus one
     /// if the commit wrote to the WAL.
-    fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    fn transaction<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
         self.exec(sql::BEGIN_WRITE)?;

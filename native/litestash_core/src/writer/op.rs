@@ -72,6 +72,15 @@ pub(crate) enum Op {
 const OVERHEAD: usize = 96;
 
 impl Op {
+    /// Whether the op can only free space in the file (see `room.rs`).
+    pub(crate) fn frees(&self) -> bool {
+        match self {
+            Op::Delete(_) | Op::Clear | Op::Sweep(_) => true,
+            Op::Replicated { ops, .. } => ops.iter().all(Op::frees),
+            _ => false,
+        }
+    }
+
     /// About how many bytes the op adds to a transaction.
     pub(crate) fn weight(&self) -> usize {
         match self {

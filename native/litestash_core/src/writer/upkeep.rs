@@ -1,6 +1,7 @@
 //! A writer's work between its callers' batches: WAL checkpoints, expiry
 //! sweeps and stepwise compaction.
 
+use super::room::Need;
 use super::Writer;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
@@ -26,12 +27,14 @@ impl Writer {
     /// Work done between batches: checkpoints, expiry sweeps, compaction.
     pub(super) fn background(&mut self) {
         self.checkpoint_if_due();
+        self.heed_disk();
         // A replica's expired keys are swept through its log, never here.
         if Instant::now() >= self.next_sweep && !self.replica {
             let started = Instant::now();
             // Briefly: another process holding the lock must not make the
             // callers' next batch wait behind a sweep's busy timeout too.
-            let swept = self.briefly(|w| w.transaction(|w| w.sweep(w.sweep_batch)));
+            let swept =
+                self.briefly(|w| w.commit_with_room(Need::SWEEP, |w| w.sweep(w.sweep_batch)));
             if let Ok(deleted @ 1..) = swept {
                 let shard = self.file.index;
                 self.hook.emit(|| Event::Sweep {
