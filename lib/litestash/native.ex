@@ -41,6 +41,8 @@ defmodule LiteStash.Native do
   def close(_store), do: err()
   def backup(_server, _dest), do: err()
   def info(_server), do: err()
+  # bytes SQLite holds in this process, over every store
+  def sqlite_memory_used, do: err()
   def inspect_dir(_dir, _integrity?, _sample), do: err()
 
   ## registry.rs

@@ -3,24 +3,29 @@ defmodule LiteStash.Bench.Cache do
   The value cache's section of `mix litestash.bench`: LiteStash's W2 with
   `cache_size: 0` against raw SQLite point reads on the same 16 files,
   back to back; and the memory of a store that writes `--memory-n` keys
-  (1,000,000 by default) and reads them all twice, against its two
-  budgets (`:cache_size` and `:page_cache_size`, the defaults) plus a
+  (1,000,000 by default) and reads them all twice, once from one process
+  and once from 64 (so that every pooled reader is opened), against its
+  two budgets (`:cache_size` and `:page_cache_size`, the defaults) plus a
   stated overhead.
 
-  Memory is the VM's anonymous resident memory (`RssAnon`): the shard
+  Memory is the VM's anonymous resident memory (`RssAnon`), which it
+  splits into what SQLite allocated (`sqlite3_memory_used`), what the value
+  cache holds, what the BEAM's allocators hold, and the rest. The shard
   files are memory-mapped for reads, and the mapped pages (`RssFile`) are
-  the OS's page cache, shared and reclaimable, so they are printed but not
-  held against the budgets.
+  the OS's page cache, shared and reclaimable, counted once per connection
+  that maps them: they are printed but not held against the budgets.
   """
 
   alias LiteStash.Bench.{Raw, Workloads}
 
   @cache_budget 32 * 1024 * 1024
   @page_budget 64 * 1024 * 1024
-  # SQLite's per-connection state and statement caches (16 writers and up
-  # to 16 x 10 readers), the allocators' slack, and what the BEAM itself
-  # holds while 1,000,000 keys go through it.
-  @overhead 64 * 1024 * 1024
+  # SQLite's state outside the page caches (schema, statements and a
+  # 120 KiB lookaside: about 160 KiB per connection, 16 writers and up to
+  # 16 x 10 readers, 28 MiB) and the allocators' slack.
+  @overhead 32 * 1024 * 1024
+  # Readers of the second pass: more than the dirty IO schedulers.
+  @readers 64
 
   @typedoc "What `run/1` measured."
   @type result :: map()
@@ -62,8 +67,7 @@ defmodule LiteStash.Bench.Cache do
     Process.unlink(pid)
 
     try do
-      :erlang.garbage_collect()
-      before = rss()
+      before = sample()
       Workloads.progress("memory: writing #{int(n)} keys (mset of 1,000)")
 
       for chunk <- Stream.chunk_every(1..n, 1_000) do
@@ -74,18 +78,16 @@ defmodule LiteStash.Bench.Cache do
           )
       end
 
-      written = rss()
+      written = sample()
+      Workloads.progress("memory: reading all #{int(n)} keys from one process")
+      read_all(1..n)
+      Workloads.progress("memory: reading all #{int(n)} keys again, from #{@readers} processes")
 
-      for pass <- 1..2 do
-        Workloads.progress("memory: reading all #{int(n)} keys, pass #{pass} of 2")
+      1..@readers
+      |> Enum.map(fn first -> Task.async(fn -> read_all(first..n//@readers) end) end)
+      |> Task.await_many(:infinity)
 
-        for i <- 1..n do
-          {:ok, _} = LiteStash.get(:litestash_bench_memory, Workloads.key(i))
-        end
-      end
-
-      :erlang.garbage_collect()
-      read = rss()
+      read = sample()
       {:ok, shards} = LiteStash.info(:litestash_bench_memory)
 
       %{
@@ -95,22 +97,53 @@ defmodule LiteStash.Bench.Cache do
         read: read,
         value_cache: Enum.sum(Enum.map(shards, & &1.value_cache_bytes)),
         page_cache: Enum.sum(Enum.map(shards, & &1.page_cache_bytes)),
-        beam: :erlang.memory(:total)
+        files: Enum.sum(Enum.map(shards, &(&1.file_bytes + &1.wal_bytes)))
       }
     after
       LiteStash.stop(:litestash_bench_memory)
       File.rm_rf!(dir)
     end
+    |> Map.put(:stopped, sample())
   end
 
-  # `{anonymous, file-backed}` resident bytes of this VM, `nil` without /proc.
-  defp rss do
+  # Each value read is dropped at once: a list of a million results would
+  # grow this process's heap by hundreds of MiB, which the VM keeps
+  # resident after the collection, and which is not the store's.
+  defp read_all(range) do
+    Enum.each(range, fn i ->
+      {:ok, _} = LiteStash.get(:litestash_bench_memory, Workloads.key(i))
+    end)
+  end
+
+  # This VM's resident memory by kind (anonymous, file-backed), what SQLite
+  # has allocated, and what the BEAM's allocators hold; `nil` without /proc.
+  defp sample do
+    :erlang.garbage_collect()
+
     with {:ok, status} <- File.read("/proc/self/status"),
          [_, anon] <- Regex.run(~r/RssAnon:\s+(\d+)\s+kB/, status),
          [_, file] <- Regex.run(~r/RssFile:\s+(\d+)\s+kB/, status) do
-      {String.to_integer(anon) * 1024, String.to_integer(file) * 1024}
+      %{
+        anon: String.to_integer(anon) * 1024,
+        file: String.to_integer(file) * 1024,
+        file_once: pss_file(),
+        sqlite: LiteStash.Native.sqlite_memory_used(),
+        beam: :erlang.memory(:total)
+      }
     else
       _ -> nil
+    end
+  end
+
+  # File-backed memory with each page counted once however many mappings
+  # share it (the proportional set size: a page mapped n times counts 1/n
+  # in each); 0 without smaps_rollup.
+  defp pss_file do
+    with {:ok, rollup} <- File.read("/proc/self/smaps_rollup"),
+         [_, kib] <- Regex.run(~r/Pss_File:\s+(\d+)\s+kB/, rollup) do
+      String.to_integer(kib) * 1024
+    else
+      _ -> 0
     end
   end
 
@@ -149,31 +182,47 @@ defmodule LiteStash.Bench.Cache do
     ]
   end
 
-  defp memory_lines(%{before: {a0, f0}, written: {a1, f1}, read: {a2, f2}} = m) do
-    grown = a2 - a0
+  defp memory_lines(%{before: %{} = b, written: %{} = w, read: %{} = r} = m) do
+    grown = r.anon - b.anon
     limit = @cache_budget + @page_budget + @overhead
+    # What SQLite and the value cache hold against the anonymous growth:
+    # the rest is the allocators' slack and the BEAM's own.
+    owned = r.sqlite - b.sqlite + m.value_cache
 
     [
       :io_lib.format(
-        "  ~s keys written, then read twice: anonymous resident memory ~s before, ~s after writing, " <>
-          "~s after reading (grew ~s); file-backed (mapped shard files) ~s, ~s, ~s~n",
-        [int(m.n), mib(a0), mib(a1), mib(a2), mib(grown), mib(f0), mib(f1), mib(f2)]
+        "  ~s keys written, then read from 1 process and from ~B: anonymous resident memory " <>
+          "~s before, ~s after writing, ~s after reading (grew ~s)~n",
+        [int(m.n), @readers, mib(b.anon), mib(w.anon), mib(r.anon), mib(grown)]
       ),
       :io_lib.format(
-        "  value cache holds ~s (budget ~s), page caches ~s (budget ~s), BEAM allocated ~s~n",
+        "  of the growth: SQLite allocated ~s (page caches ~s of a ~s budget, the rest " <>
+          "each connection's schema, statements and lookaside), the value cache ~s " <>
+          "(budget ~s), the BEAM's allocators ~s, the rest ~s (the allocators' slack, less " <>
+          "what earlier workloads freed and this run reused)~n",
         [
-          mib(m.value_cache),
-          mib(@cache_budget),
+          mib(r.sqlite - b.sqlite),
           mib(m.page_cache),
           mib(@page_budget),
-          mib(m.beam)
+          mib(m.value_cache),
+          mib(@cache_budget),
+          mib(r.beam - b.beam),
+          mib(grown - owned - (r.beam - b.beam))
         ]
       ),
       :io_lib.format(
-        "~-42s ~10s  (target < budgets + ~s overhead = ~s)  ~s~n",
+        "  file-backed resident memory ~s, ~s, ~s (~s with each page counted once): the " <>
+          "shard files (~s with their WALs) mapped for reads by each connection; the OS's " <>
+          "page cache, clean and reclaimable, not held against the budgets~n",
+        [mib(b.file), mib(w.file), mib(r.file), mib(r.file_once), mib(m.files)]
+      ),
+      stopped_line(m),
+      :io_lib.format(
+        "~-42s ~10s  (target < budgets ~s + ~s overhead = ~s)  ~s~n",
         [
-          "memory grown over the 1,000,000-key run",
+          "anonymous memory grown over the run",
           mib(grown),
+          mib(@cache_budget + @page_budget),
           mib(@overhead),
           mib(limit),
           Workloads.verdict(grown < limit)
@@ -183,6 +232,16 @@ defmodule LiteStash.Bench.Cache do
   end
 
   defp memory_lines(_), do: "  memory: not measured (no /proc)\n"
+
+  defp stopped_line(%{stopped: %{anon: anon, sqlite: sqlite}}) do
+    :io_lib.format(
+      "  after stop/1: anonymous resident memory ~s, SQLite ~s (the store's memory " <>
+        "handed back to the OS with malloc_trim)~n",
+      [mib(anon), mib(sqlite)]
+    )
+  end
+
+  defp stopped_line(_), do: []
 
   defp int(value), do: Workloads.format_int(value)
   defp us(nil), do: "-"

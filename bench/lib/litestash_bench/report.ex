@@ -347,11 +347,12 @@ defmodule LiteStash.Bench.Report do
     largest = Enum.max(config.scales)
 
     case get_in(report, [:scales, largest, :stores, "LiteStash"]) do
-      %{rss: {before, after_, beam}} ->
+      %{rss: {before, after_, beam, file}} ->
         :io_lib.format(
           "  VM resident memory after LiteStash W1 of ~s keys: ~s (~s before that W1); " <>
-            "of it, allocated by the BEAM: ~s, the rest is SQLite and the NIF~n",
-          [int(largest), mib(after_), mib(before), mib(beam)]
+            "of it, allocated by the BEAM: ~s, file-backed (the shard files mapped for " <>
+            "reads: the OS's page cache) ~s, the rest is SQLite and the NIF~n",
+          [int(largest), mib(after_), mib(before), mib(beam), mib(file)]
         )
 
       _ ->

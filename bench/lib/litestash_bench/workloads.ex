@@ -301,13 +301,15 @@ defmodule LiteStash.Bench.Workloads do
   end
 
   @doc """
-  The resident memory of this VM's OS process in bytes (Linux `VmRSS`), or
-  `nil` where `/proc` is not available.
+  The resident memory of this VM's OS process in bytes (Linux `VmRSS`, or
+  another field of `/proc/self/status` such as `RssFile`), or `nil` where
+  `/proc` is not available.
   """
   @spec rss_bytes() :: non_neg_integer() | nil
-  def rss_bytes do
+  @spec rss_bytes(String.t()) :: non_neg_integer() | nil
+  def rss_bytes(field \\ "VmRSS") do
     with {:ok, status} <- File.read("/proc/self/status"),
-         [_, kib] <- Regex.run(~r/VmRSS:\s+(\d+)\s+kB/, status) do
+         [_, kib] <- Regex.run(~r/#{field}:\s+(\d+)\s+kB/, status) do
       String.to_integer(kib) * 1024
     else
       _ -> nil

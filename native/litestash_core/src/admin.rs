@@ -48,6 +48,35 @@ fn page_cache_used(conn: &Connection) -> u64 {
     }
 }
 
+/// Bytes SQLite has allocated in this process now, over every connection
+/// of every store (`sqlite3_memory_used`): the page caches, and each
+/// connection's schema, statements and lookaside. What the value cache
+/// holds is not in it.
+pub fn sqlite_memory_used() -> u64 {
+    // SAFETY: a read of SQLite's global counter, callable at any time.
+    u64::try_from(unsafe { rusqlite::ffi::sqlite3_memory_used() }).unwrap_or(0)
+}
+
+/// Hands the memory the C allocator holds free back to the OS (glibc's
+/// `malloc_trim`), after a store closes: SQLite's connections and the
+/// value cache's entries were allocated on many threads, each with an
+/// arena of its own, and glibc gives back only the top of an arena by
+/// itself, so a closed store's memory would otherwise stay resident.
+/// Elsewhere it does nothing.
+pub fn trim_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim takes the arenas' own locks and may
+        // be called from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// The size of `path`, 0 when it is missing.
 pub(crate) fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)

@@ -53,7 +53,7 @@ mod store;
 mod test_hooks;
 mod writer;
 
-pub use admin::{ShardInfo, BACKUP_INCOMPLETE};
+pub use admin::{sqlite_memory_used, trim_freed_memory, ShardInfo, BACKUP_INCOMPLETE};
 pub use cache::{Stored, CACHEABLE_BYTES};
 pub use check::{inspect_dir, Depth, ShardReport};
 pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
@@ -64,8 +64,8 @@ pub use key::{
     key_hash, route, table_names, validate, Key, Route, MAX_KEY_BYTES, SHARDS, SHARD_COUNT,
 };
 pub use options::{
-    Options, Synchronous, DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, DEFAULT_PAGE_CACHE_SIZE,
-    DEFAULT_WAL_LIMIT,
+    Options, Synchronous, DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, DEFAULT_MMAP_SIZE,
+    DEFAULT_PAGE_CACHE_SIZE, DEFAULT_WAL_LIMIT,
 };
 pub use reply::{Outcome, Reply, Submitted};
 pub use request::{ReplicaOp, Request};

@@ -45,6 +45,7 @@ struct OpenOptions {
     max_streams: usize,
     cache_size: usize,
     page_cache_size: usize,
+    mmap_size: i64,
     wal_limit: u64,
     disk_reserve: u64,
     readers_per_shard: usize,
@@ -66,6 +67,7 @@ impl OpenOptions {
             max_snapshots: self.max_streams,
             cache_size: self.cache_size,
             page_cache_size: self.page_cache_size,
+            mmap_size: self.mmap_size,
             readers_per_shard: self.readers_per_shard.max(1),
             replica: self.replica,
             disk_reserve: self.disk_reserve,
@@ -94,8 +96,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
                          max_page_count, sweep_interval, inline_commits, read_only, memory,
-                         max_streams, replica, cache_size, page_cache_size, wal_limit, \
-                         disk_reserve and readers_per_shard",
+                         max_streams, replica, cache_size, page_cache_size, mmap_size, \
+                         wal_limit, disk_reserve and readers_per_shard",
                     ),
                 ))
             }
@@ -137,6 +139,7 @@ fn monitor_owner(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term>
 fn close(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
     guard(env, || {
         store.store.close();
+        litestash_core::trim_freed_memory();
         Ok(atom::ok().encode(env))
     })
 }
@@ -179,6 +182,12 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
         .map_put(wal_bytes(), info.wal_bytes)?
         .map_put(value_cache_bytes(), info.value_cache_bytes)?
         .map_put(page_cache_bytes(), info.page_cache_bytes)
+}
+
+/// Bytes SQLite has allocated in this process, over every store.
+#[rustler::nif]
+fn sqlite_memory_used() -> u64 {
+    litestash_core::sqlite_memory_used()
 }
 
 /// Inspects a data dir without opening it as a store (for the Mix tasks):

@@ -484,7 +484,7 @@ defmodule Mix.Tasks.Litestash.Bench do
 
     %{
       w1: w1,
-      rss: {rss_before, rss_after, :erlang.memory(:total)},
+      rss: {rss_before, rss_after, :erlang.memory(:total), Workloads.rss_bytes("RssFile")},
       wal_w1: watch && Workloads.stop_wal_watch(watch),
       wal_after_w1: watch && Enum.max([0 | Workloads.wal_sizes(dir)])
     }
