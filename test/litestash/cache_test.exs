@@ -199,6 +199,43 @@ defmodule LiteStash.CacheTest do
     end
   end
 
+  describe "get/2 through the cache" do
+    test "a hit answers the same term as the read that filled it", %{tmp_dir: dir} do
+      store = start_store!(dir)
+
+      values = [
+        nil,
+        true,
+        false,
+        0,
+        -1,
+        Bitwise.bsl(1, 64) - 1,
+        -Bitwise.bsl(1, 63),
+        1.5,
+        -0.25,
+        "text",
+        <<255, 0, 1>>,
+        "",
+        [],
+        %{},
+        [1, [2, [3, "deep"]], %{"k" => [nil]}],
+        %{1 => "int key", "s" => %{2.5 => false}, <<0xFF>> => []},
+        String.duplicate("c", 4_000),
+        String.duplicate("u", 5_000)
+      ]
+
+      for {value, i} <- Enum.with_index(values) do
+        key = "v:#{i}"
+        :ok = LiteStash.set(store, key, value)
+        assert {:ok, ^value} = LiteStash.get(store, key), "miss of #{inspect(value)}"
+        assert {:ok, ^value} = LiteStash.get(store, key), "hit of #{inspect(value)}"
+      end
+
+      {:ok, shards} = LiteStash.info(store)
+      assert Enum.sum(Enum.map(shards, & &1.value_cache_bytes)) > 4_000
+    end
+  end
+
   describe "options" do
     test "cache_size: 0 reads and writes as with the cache", %{tmp_dir: dir} do
       store = start_store!(dir, cache_size: 0)

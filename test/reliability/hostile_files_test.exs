@@ -165,6 +165,10 @@ defmodule LiteStash.Reliability.HostileFilesTest do
                LiteStash.get(s, damaged)
 
       assert message =~ damaged
+      # Read again (from the value cache, which holds the bytes as stored).
+      assert {:error, %Error{reason: :corrupt_value, message: ^message}} =
+               LiteStash.get(s, damaged)
+
       assert LiteStash.exists?(s, damaged)
       for key <- others, do: assert(LiteStash.get(s, key) == {:ok, key})
       assert LiteStash.mget(s, others) == {:ok, Map.new(others, &{&1, &1})}

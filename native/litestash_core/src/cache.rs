@@ -28,6 +28,7 @@
 //! under.
 
 use crate::codec::Value;
+use crate::error::Result;
 use crate::key::SHARD_COUNT;
 use crate::locks::lock;
 use quick_cache::sync::Cache;
@@ -51,33 +52,16 @@ const ENTRY_OVERHEAD: usize = std::mem::size_of::<Stored>() + 16 + 64;
 /// What an allocation costs besides its bytes (glibc's header and rounding).
 const ALLOCATION: usize = 16;
 
-/// Bytes of heap `value` holds: what its allocations take, not its
-/// encoding (a small map can take ten times its MessagePack).
-fn heap_bytes(value: &Value) -> usize {
-    match value {
-        Value::Str(s) => s.capacity() + ALLOCATION,
-        Value::Bin(b) => b.capacity() + ALLOCATION,
-        Value::Array(items) => crate::codec::deeper(|| {
-            items.capacity() * std::mem::size_of::<Value>()
-                + ALLOCATION
-                + items.iter().map(heap_bytes).sum::<usize>()
-        }),
-        Value::Map(entries) => crate::codec::deeper(|| {
-            entries.capacity() * std::mem::size_of::<(Value, Value)>()
-                + ALLOCATION
-                + entries
-                    .iter()
-                    .map(|(k, v)| heap_bytes(k) + heap_bytes(v))
-                    .sum::<usize>()
-        }),
-        _ => 0,
-    }
-}
-
-/// A key's value and expiry as a read found them in its shard file.
+/// A key's value, as the MessagePack its shard file holds, and its expiry.
+///
+/// The encoding, not a decoded [`Value`]: it is one allocation of a few
+/// dozen bytes where a decoded map takes ten allocations and several times
+/// the bytes, and a reader turns it into what it needs in one pass
+/// ([`crate::decode_into`]: the NIF builds the term directly) rather than
+/// decoding a tree only to convert it again.
 #[derive(Debug)]
 pub struct Stored {
-    value: Value,
+    encoded: Box<[u8]>,
     /// Unix milliseconds the key expires at.
     expires_at: Option<i64>,
     shard: u8,
@@ -86,10 +70,19 @@ pub struct Stored {
     weight: u32,
 }
 
+/// Bytes an entry of `key` holding `encoded` is counted as: the two
+/// allocations and the fixed overhead.
+fn weight(key: &[u8], encoded: &[u8]) -> usize {
+    key.len() + encoded.len() + 2 * ALLOCATION + ENTRY_OVERHEAD
+}
+
+/// MessagePack nil: what a row whose value is SQL NULL holds.
+const NIL: &[u8] = &[0xc0];
+
 impl Stored {
-    pub(crate) fn new(value: Value, expires_at: Option<i64>) -> Stored {
+    pub(crate) fn new(encoded: Box<[u8]>, expires_at: Option<i64>) -> Stored {
         Stored {
-            value,
+            encoded,
             expires_at,
             shard: 0,
             generation: 0,
@@ -97,22 +90,29 @@ impl Stored {
         }
     }
 
-    /// The value.
-    pub fn value(&self) -> &Value {
-        &self.value
+    /// A row whose value is SQL NULL (read as nil).
+    pub(crate) fn nil(expires_at: Option<i64>) -> Stored {
+        Stored::new(NIL.into(), expires_at)
+    }
+
+    /// The value's contract MessagePack, as stored (not checked: see
+    /// [`Stored::value`]).
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// The value, decoded.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::CorruptValue`] when the stored bytes are not
+    /// contract MessagePack (as [`crate::decode`]).
+    pub fn value(&self) -> Result<Value> {
+        crate::codec::decode(&self.encoded)
     }
 
     /// Unix milliseconds the key expires at, `None` when it never does.
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at
-    }
-
-    /// Takes the value out, cloning it when the entry is shared.
-    pub fn into_value(self: Arc<Stored>) -> Value {
-        match Arc::try_unwrap(self) {
-            Ok(stored) => stored.value,
-            Err(shared) => shared.value.clone(),
-        }
     }
 }
 
@@ -271,7 +271,8 @@ impl ValueCache {
     pub(crate) fn new(capacity: usize) -> ValueCache {
         let tally = Tally(Arc::new(std::array::from_fn(|_| AtomicU64::new(0))));
         let entries = (capacity > 0).then(|| {
-            let items = (capacity / 512).clamp(64, 1 << 22);
+            // A small value's entry weighs about 200 bytes (see `weight`).
+            let items = (capacity / 256).clamp(64, 1 << 22);
             Cache::with(
                 items,
                 capacity as u64,
@@ -385,22 +386,16 @@ impl ValueCache {
         })
     }
 
-    /// Inserts what a read found for `key` (its encoded size
-    /// `encoded_len`) if no commit to the shard happened since `ticket`.
-    pub(crate) fn fill(
-        &self,
-        ticket: Ticket,
-        key: &[u8],
-        encoded_len: usize,
-        stored: Stored,
-    ) -> Arc<Stored> {
+    /// Inserts what a read found for `key` if no commit to the shard
+    /// happened since `ticket`.
+    pub(crate) fn fill(&self, ticket: Ticket, key: &[u8], stored: Stored) -> Arc<Stored> {
         let Some(entries) = &self.entries else {
             return Arc::new(stored);
         };
-        if encoded_len > CACHEABLE_BYTES {
+        if stored.encoded.len() > CACHEABLE_BYTES {
             return Arc::new(stored);
         }
-        let weight = key.len() + ALLOCATION + heap_bytes(&stored.value) + ENTRY_OVERHEAD;
+        let weight = weight(key, &stored.encoded);
         if weight as u64 > entries.capacity() / 16 {
             return Arc::new(stored);
         }
@@ -473,7 +468,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_weighs_what_its_value_holds_on_the_heap_not_its_encoding() {
+    fn an_entry_weighs_its_key_its_encoding_and_a_fixed_overhead() {
         let map = Value::Map(vec![
             (Value::Str("name".into()), Value::Str("user-1".into())),
             (
@@ -481,12 +476,28 @@ mod tests {
                 Value::Array(vec![Value::Str("a".into())]),
             ),
         ]);
-        let encoded = crate::codec::encode(&map).unwrap().len();
-        assert!(
-            heap_bytes(&map) > 4 * encoded,
-            "{} vs {encoded}",
-            heap_bytes(&map)
+        let encoded = crate::codec::encode(&map).unwrap();
+        assert_eq!(
+            weight(b"user:1", &encoded),
+            6 + encoded.len() + 2 * ALLOCATION + ENTRY_OVERHEAD
         );
+        const { assert!(ENTRY_OVERHEAD < 256) };
+    }
+
+    #[test]
+    fn a_filled_entry_is_served_as_the_bytes_read() {
+        let cache = ValueCache::new(1 << 20);
+        let ticket = Ticket {
+            shard: 0,
+            generation: 0,
+            seq: 0,
+            change: 0,
+        };
+        let encoded = crate::codec::encode(&Value::Str("v".into())).unwrap();
+        let stored = cache.fill(ticket, b"k", Stored::new(encoded.clone().into(), None));
+        assert_eq!(stored.encoded(), &encoded[..]);
+        assert_eq!(stored.value().unwrap(), Value::Str("v".into()));
+        assert_eq!(Stored::nil(None).value().unwrap(), Value::Nil);
     }
 
     #[test]

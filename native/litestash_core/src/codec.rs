@@ -259,8 +259,86 @@ pub fn canonical(value: &Value) -> Result<Vec<u8>> {
 /// reserved byte `0xc1`, text that is not UTF-8, nesting past 512 levels,
 /// or a list or map key.
 pub fn decode(bytes: &[u8]) -> Result<Value> {
+    decode_into(bytes, &mut Values)
+}
+
+/// One scalar of a value being decoded, borrowed from the encoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar<'a> {
+    /// nil / None.
+    Nil,
+    /// true or false.
+    Bool(bool),
+    /// An integer from -2^63 to 2^63-1.
+    Int(i64),
+    /// An integer from 2^63 to 2^64-1.
+    UInt(u64),
+    /// A float.
+    Float(f64),
+    /// UTF-8 text (checked).
+    Str(&'a str),
+    /// Bytes that are not text.
+    Bin(&'a [u8]),
+}
+
+/// What [`decode_into`] builds a decoded value with: [`Value`]s for
+/// [`decode`], or straight into another representation (the NIF builds
+/// Erlang terms) without a [`Value`] tree in between.
+pub trait Build {
+    /// What a decoded value becomes.
+    type Out;
+    /// A scalar.
+    ///
+    /// # Errors
+    /// Whatever the builder refuses.
+    fn scalar(&mut self, scalar: Scalar<'_>) -> Result<Self::Out>;
+    /// A list of decoded items.
+    ///
+    /// # Errors
+    /// Whatever the builder refuses.
+    fn list(&mut self, items: Vec<Self::Out>) -> Result<Self::Out>;
+    /// A map of decoded entries, in the order stored; every key was a scalar.
+    ///
+    /// # Errors
+    /// Whatever the builder refuses (the NIF refuses a key twice).
+    fn map(&mut self, entries: Vec<(Self::Out, Self::Out)>) -> Result<Self::Out>;
+}
+
+/// Builds [`Value`]s.
+struct Values;
+
+impl Build for Values {
+    type Out = Value;
+
+    fn scalar(&mut self, scalar: Scalar<'_>) -> Result<Value> {
+        Ok(match scalar {
+            Scalar::Nil => Value::Nil,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Int(n) => Value::Int(n),
+            Scalar::UInt(n) => Value::UInt(n),
+            Scalar::Float(f) => Value::Float(f),
+            Scalar::Str(s) => Value::Str(s.to_owned()),
+            Scalar::Bin(b) => Value::Bin(b.to_vec()),
+        })
+    }
+
+    fn list(&mut self, items: Vec<Value>) -> Result<Value> {
+        Ok(Value::Array(items))
+    }
+
+    fn map(&mut self, entries: Vec<(Value, Value)>) -> Result<Value> {
+        Ok(Value::Map(entries))
+    }
+}
+
+/// Decodes contract MessagePack as [`decode`] does, building the value
+/// with `build`.
+///
+/// # Errors
+/// As [`decode`], and whatever `build` refuses.
+pub fn decode_into<B: Build>(bytes: &[u8], build: &mut B) -> Result<B::Out> {
     let mut reader = Reader { bytes, pos: 0 };
-    let value = reader.value(0)?;
+    let value = reader.value(build, 0)?;
     if reader.pos != bytes.len() {
         return Err(corrupt(format!(
             "{} trailing bytes after the value",
@@ -275,6 +353,11 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
         ErrorKind::CorruptValue,
         format!("stored value is not valid MessagePack for LiteStash: {what}"),
     )
+}
+
+/// Whether `marker` starts a list or a map.
+fn is_container(marker: u8) -> bool {
+    matches!(marker, 0x80..=0x9f | 0xdc..=0xdf)
 }
 
 struct Reader<'a> {
@@ -308,12 +391,10 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn text(&mut self, len: usize) -> Result<Value> {
+    fn text(&mut self, len: usize) -> Result<&'a str> {
         let at = self.pos;
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(|s| Value::Str(s.to_owned()))
-            .map_err(|_| corrupt(format!("str at byte {at} is not UTF-8")))
+        std::str::from_utf8(bytes).map_err(|_| corrupt(format!("str at byte {at} is not UTF-8")))
     }
 
     /// A capacity no larger than the bytes left could hold, so a hostile
@@ -322,82 +403,84 @@ impl<'a> Reader<'a> {
         len.min((self.bytes.len() - self.pos) / min_item_bytes)
     }
 
-    fn items(&mut self, len: usize, depth: usize) -> Result<Value> {
+    fn items<B: Build>(&mut self, build: &mut B, len: usize, depth: usize) -> Result<B::Out> {
         if depth >= MAX_DEPTH {
             return Err(corrupt(format!("nested deeper than {MAX_DEPTH} levels")));
         }
         let mut items = Vec::with_capacity(self.capacity(len, 1));
         for _ in 0..len {
-            items.push(deeper(|| self.value(depth + 1))?);
+            items.push(deeper(|| self.value(build, depth + 1))?);
         }
-        Ok(Value::Array(items))
+        build.list(items)
     }
 
-    fn entries(&mut self, len: usize, depth: usize) -> Result<Value> {
+    fn entries<B: Build>(&mut self, build: &mut B, len: usize, depth: usize) -> Result<B::Out> {
         if depth >= MAX_DEPTH {
             return Err(corrupt(format!("nested deeper than {MAX_DEPTH} levels")));
         }
         let mut entries = Vec::with_capacity(self.capacity(len, 2));
         for _ in 0..len {
             let at = self.pos;
-            let k = deeper(|| self.value(depth + 1))?;
-            if !k.is_scalar() {
+            let container = self.bytes.get(at).copied().is_some_and(is_container);
+            let k = deeper(|| self.value(build, depth + 1))?;
+            if container {
                 return Err(corrupt(format!("map key at byte {at} is a list or map")));
             }
-            let v = deeper(|| self.value(depth + 1))?;
+            let v = deeper(|| self.value(build, depth + 1))?;
             entries.push((k, v));
         }
-        Ok(Value::Map(entries))
+        build.map(entries)
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value> {
+    fn value<B: Build>(&mut self, build: &mut B, depth: usize) -> Result<B::Out> {
         let at = self.pos;
         let marker = self.array::<1>()?[0];
-        Ok(match marker {
-            0x00..=0x7f => Value::Int(i64::from(marker)),
-            0x80..=0x8f => return self.entries(usize::from(marker & 0x0f), depth),
-            0x90..=0x9f => return self.items(usize::from(marker & 0x0f), depth),
-            0xa0..=0xbf => return self.text(usize::from(marker & 0x1f)),
-            0xc0 => Value::Nil,
-            0xc2 => Value::Bool(false),
-            0xc3 => Value::Bool(true),
+        let scalar = match marker {
+            0x00..=0x7f => Scalar::Int(i64::from(marker)),
+            0x80..=0x8f => return self.entries(build, usize::from(marker & 0x0f), depth),
+            0x90..=0x9f => return self.items(build, usize::from(marker & 0x0f), depth),
+            0xa0..=0xbf => Scalar::Str(self.text(usize::from(marker & 0x1f))?),
+            0xc0 => Scalar::Nil,
+            0xc2 => Scalar::Bool(false),
+            0xc3 => Scalar::Bool(true),
             0xc4..=0xc6 => {
                 let len = self.len(1 << (marker - 0xc4))?;
-                Value::Bin(self.take(len)?.to_vec())
+                Scalar::Bin(self.take(len)?)
             }
-            0xca => Value::Float(f64::from(f32::from_be_bytes(self.array()?))),
-            0xcb => Value::Float(f64::from_be_bytes(self.array()?)),
-            0xcc => Value::Int(i64::from(self.array::<1>()?[0])),
-            0xcd => Value::Int(i64::from(u16::from_be_bytes(self.array()?))),
-            0xce => Value::Int(i64::from(u32::from_be_bytes(self.array()?))),
+            0xca => Scalar::Float(f64::from(f32::from_be_bytes(self.array()?))),
+            0xcb => Scalar::Float(f64::from_be_bytes(self.array()?)),
+            0xcc => Scalar::Int(i64::from(self.array::<1>()?[0])),
+            0xcd => Scalar::Int(i64::from(u16::from_be_bytes(self.array()?))),
+            0xce => Scalar::Int(i64::from(u32::from_be_bytes(self.array()?))),
             0xcf => {
                 let n = u64::from_be_bytes(self.array()?);
-                i64::try_from(n).map_or(Value::UInt(n), Value::Int)
+                i64::try_from(n).map_or(Scalar::UInt(n), Scalar::Int)
             }
-            0xd0 => Value::Int(i64::from(i8::from_be_bytes(self.array()?))),
-            0xd1 => Value::Int(i64::from(i16::from_be_bytes(self.array()?))),
-            0xd2 => Value::Int(i64::from(i32::from_be_bytes(self.array()?))),
-            0xd3 => Value::Int(i64::from_be_bytes(self.array()?)),
+            0xd0 => Scalar::Int(i64::from(i8::from_be_bytes(self.array()?))),
+            0xd1 => Scalar::Int(i64::from(i16::from_be_bytes(self.array()?))),
+            0xd2 => Scalar::Int(i64::from(i32::from_be_bytes(self.array()?))),
+            0xd3 => Scalar::Int(i64::from_be_bytes(self.array()?)),
             0xd9..=0xdb => {
                 let len = self.len(1 << (marker - 0xd9))?;
-                return self.text(len);
+                Scalar::Str(self.text(len)?)
             }
             0xdc | 0xdd => {
                 let len = self.len(if marker == 0xdc { 2 } else { 4 })?;
-                return self.items(len, depth);
+                return self.items(build, len, depth);
             }
             0xde | 0xdf => {
                 let len = self.len(if marker == 0xde { 2 } else { 4 })?;
-                return self.entries(len, depth);
+                return self.entries(build, len, depth);
             }
-            0xe0..=0xff => Value::Int(i64::from(marker as i8)),
+            0xe0..=0xff => Scalar::Int(i64::from(marker as i8)),
             0xc7..=0xc9 | 0xd4..=0xd8 => {
                 return Err(corrupt(format!(
                     "extension type (marker 0x{marker:02x}) at byte {at}; version 1 has none"
                 )))
             }
             0xc1 => return Err(corrupt(format!("reserved byte 0xc1 at byte {at}"))),
-        })
+        };
+        build.scalar(scalar)
     }
 }
 
@@ -411,6 +494,58 @@ mod tests {
             v = Value::Array(vec![v]);
         }
         v
+    }
+
+    /// Counts what it is given, to show [`decode_into`] hands a builder
+    /// every node of the value once.
+    struct Count(usize);
+
+    impl Build for Count {
+        type Out = ();
+        fn scalar(&mut self, _: Scalar<'_>) -> Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn list(&mut self, _: Vec<()>) -> Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn map(&mut self, _: Vec<((), ())>) -> Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn decode_into_a_builder_sees_every_node_and_refuses_what_decode_refuses() {
+        let value = Value::Map(vec![
+            (
+                Value::Str("a".into()),
+                Value::Array(vec![Value::Int(1), Value::Nil]),
+            ),
+            (Value::Int(2), Value::Bin(vec![0, 1])),
+        ]);
+        let bytes = encode(&value).unwrap();
+        let mut count = Count(0);
+        decode_into(&bytes, &mut count).unwrap();
+        assert_eq!(count.0, 7);
+        let bad: [&[u8]; 5] = [
+            &[0xc1],
+            &[0xa5, b'a'],
+            &[0xc0, 0xc0],
+            &[0x81, 0x90, 0x01],
+            &[0x81, 0x91],
+        ];
+        for bytes in bad {
+            let by_value = decode(bytes).unwrap_err();
+            let by_builder = decode_into(bytes, &mut Count(0)).unwrap_err();
+            assert_eq!(by_value.kind(), ErrorKind::CorruptValue);
+            assert_eq!(by_builder.message(), by_value.message(), "{bytes:?}");
+        }
+        assert!(decode(&[0x81, 0x90, 0x01])
+            .unwrap_err()
+            .message()
+            .contains("map key at byte 1 is a list or map"));
     }
 
     #[test]

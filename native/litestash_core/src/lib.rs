@@ -56,7 +56,10 @@ mod writer;
 pub use admin::{sqlite_memory_used, trim_freed_memory, ShardInfo, BACKUP_INCOMPLETE};
 pub use cache::{Stored, CACHEABLE_BYTES};
 pub use check::{inspect_dir, Depth, ShardReport};
-pub use codec::{canonical, decode, deeper, encode, Value, MAX_DEPTH, MAX_VALUE_BYTES};
+pub use codec::{
+    canonical, decode, decode_into, deeper, encode, Build, Scalar, Value, MAX_DEPTH,
+    MAX_VALUE_BYTES,
+};
 pub use disk::RESERVE_FILE;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventHook};

@@ -3,7 +3,7 @@
 
 use crate::cache::{Stored, Ticket};
 use crate::clock::now_ms;
-use crate::codec::{decode, Value};
+use crate::codec::Value;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{validate, Key, SHARD_COUNT};
 use crate::locks::lock;
@@ -11,6 +11,17 @@ use crate::shard::{ShardFile, StoredRow};
 use crate::store::{Shard, Store};
 use rusqlite::Connection;
 use std::sync::Arc;
+
+/// The value `stored` holds for `key`; a corrupt one is an error naming
+/// the key.
+fn decoded(key: &[u8], stored: &Stored) -> Result<Value> {
+    stored.value().map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!("key {:?}: {}", String::from_utf8_lossy(key), e.message()),
+        )
+    })
+}
 
 impl Store {
     /// Runs `f` on a read connection of shard `index`.
@@ -55,8 +66,9 @@ impl Store {
         }
     }
 
-    /// The live value of `key` read from SQLite; handed to the value cache
-    /// when `ticket` says it may be (no commit since it was taken).
+    /// The live value of `key` read from SQLite, as stored (decoded by
+    /// whoever reads it: see [`Stored`]); handed to the value cache when
+    /// `ticket` says it may be (no commit since it was taken).
     fn load(
         &self,
         file: &ShardFile,
@@ -67,18 +79,18 @@ impl Store {
         let Some(row) = self.live(file, conn, key)? else {
             return Ok(None);
         };
-        let (value, encoded_len) = match row.value {
-            Ok(Some(bytes)) => (decode(&bytes), bytes.len()),
-            Ok(None) => (Ok(Value::Nil), 1),
-            Err(e) => (Err(e), 0),
+        let stored = match row.value {
+            Ok(Some(bytes)) => Stored::new(bytes.into_boxed_slice(), row.expires_at),
+            Ok(None) => Stored::nil(row.expires_at),
+            Err(e) => {
+                return Err(Error::new(
+                    e.kind(),
+                    format!("key {:?}: {}", key.text, e.message()),
+                ))
+            }
         };
-        let value = value
-            .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", key.text, e.message())))?;
-        let stored = Stored::new(value, row.expires_at);
         Ok(Some(match ticket {
-            Some(ticket) => self
-                .cache
-                .fill(ticket, key.text.as_bytes(), encoded_len, stored),
+            Some(ticket) => self.cache.fill(ticket, key.text.as_bytes(), stored),
             None => Arc::new(stored),
         }))
     }
@@ -107,6 +119,17 @@ impl Store {
         if let Some(hit) = self.cache.hit(key, now_ms()) {
             return Ok(Some(hit));
         }
+        self.read_stored(key)
+    }
+
+    /// As [`Store::get_stored`], but without asking the value cache first
+    /// (the caller just did, with [`Store::get_cached`]): reads the shard
+    /// file and fills the cache.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn read_stored(&self, key: &[u8]) -> Result<Option<Arc<Stored>>> {
+        self.check_open()?;
         let key = Key::new(key)?;
         let shard = key.route.shard;
         let ticket = self.cache.ticket(shard);
@@ -120,7 +143,9 @@ impl Store {
     /// value that is not contract MessagePack, [`ErrorKind::Closed`], and
     /// the SQLite errors of the key's shard.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.get_stored(key)?.map(Stored::into_value))
+        self.get_stored(key)?
+            .map(|stored| decoded(key, &stored))
+            .transpose()
     }
 
     /// Whether `key` is stored and not expired.
@@ -172,7 +197,8 @@ impl Store {
         Ok(self
             .get_many_stored(keys)?
             .into_iter()
-            .map(|found| found.map(|stored| stored.map(Stored::into_value)))
+            .zip(keys)
+            .map(|(found, key)| found.map(|stored| stored.and_then(|s| decoded(key, &s))))
             .collect())
     }
 

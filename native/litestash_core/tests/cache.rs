@@ -104,9 +104,61 @@ fn a_value_read_once_is_then_served_from_the_cache() {
     assert!(store.get_cached(b"k").is_none(), "a write fills nothing");
     assert_eq!(store.get(b"k").unwrap(), Some(Value::Str("v".into())));
     let hit = store.get_cached(b"k").expect("the read filled the cache");
-    assert_eq!(hit.value(), &Value::Str("v".into()));
+    assert_eq!(hit.value().unwrap(), Value::Str("v".into()));
     assert!(store.cache_bytes() > 0);
     assert!(store.exists(b"k").unwrap());
+}
+
+#[test]
+fn a_read_that_skips_the_cache_fills_it_with_the_bytes_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let value = Value::Map(vec![
+        (Value::Str("name".into()), Value::Str("user-1".into())),
+        (
+            Value::Int(7),
+            Value::Array(vec![Value::Float(1.5), Value::Nil]),
+        ),
+    ]);
+    store.set(b"k", &value).unwrap();
+    let read = store.read_stored(b"k").unwrap().expect("stored");
+    assert_eq!(read.encoded(), &litestash_core::encode(&value).unwrap()[..]);
+    let hit = store
+        .get_cached(b"k")
+        .expect("read_stored filled the cache");
+    assert_eq!(hit.value().unwrap(), value);
+    assert_eq!(store.read_stored(b"absent").unwrap().map(|_| ()), None);
+}
+
+#[test]
+fn an_entry_of_a_small_map_weighs_a_few_hundred_bytes_at_most() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let value = |i: i64| {
+        Value::Map(vec![
+            (Value::Str("i".into()), Value::Int(i)),
+            (Value::Str("name".into()), Value::Str(format!("user-{i}"))),
+            (
+                Value::Str("tags".into()),
+                Value::Array(vec![Value::Str("a".into()), Value::Str("b".into())]),
+            ),
+            (Value::Str("score".into()), Value::Float(1.5)),
+        ])
+    };
+    let keys: Vec<String> = (0..1000).map(|i| format!("user:{i}")).collect();
+    let values: Vec<Value> = (0..1000).map(value).collect();
+    let pairs: Vec<(&[u8], &Value)> = keys.iter().map(|k| k.as_bytes()).zip(&values).collect();
+    store.set_many(&pairs).unwrap();
+    for key in &keys {
+        assert!(store.get(key.as_bytes()).unwrap().is_some());
+    }
+    // The encoding (about 50 bytes), the key and a fixed overhead: a
+    // decoded tree of the same map took about 700.
+    let per_entry = store.cache_bytes() / 1000;
+    assert!(
+        (100..300).contains(&per_entry),
+        "{per_entry} bytes per entry"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::error::{error_tuple, guard, ok, panicked, result};
 use crate::registry::resolve;
 use crate::resource::CursorResource;
 use crate::schedule::reschedule;
-use crate::term::{binary, to_term};
+use crate::term::{binary, decode_term, to_term};
 use litestash_core::{Error, ErrorKind, Stored, Value};
 use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
@@ -77,15 +77,22 @@ fn shown(key: &Binary) -> String {
     String::from_utf8_lossy(key.as_slice()).into_owned()
 }
 
-fn get_answer<'a>(env: Env<'a>, stored: &Stored, _key: &Binary) -> Term<'a> {
-    result(env, to_term(env, stored.value()))
+/// The term of a read value; a corrupt one is an error naming `key`.
+fn value_term<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Result<Term<'a>, Error> {
+    decode_term(env, stored.encoded())
+        .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", shown(key), e.message())))
+}
+
+fn get_answer<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Term<'a> {
+    result(env, value_term(env, stored, key))
 }
 
 fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
+    // The caller's scheduler has just asked the cache: read the file.
     let found = resolve(server)
-        .and_then(|s| s.store.get_stored(key.as_slice()))
+        .and_then(|s| s.store.read_stored(key.as_slice()))
         .and_then(|value| match value {
-            Some(stored) => to_term(env, stored.value()),
+            Some(stored) => value_term(env, &stored, &key),
             None => Err(Error::not_found(&shown(&key))),
         });
     result(env, found)

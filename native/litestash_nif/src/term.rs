@@ -2,7 +2,9 @@
 //! Every term maps exactly onto the contract or is refused with a reason;
 //! nothing is silently changed (contract section 5).
 
-use litestash_core::{deeper, Error, ErrorKind, Value, MAX_DEPTH, MAX_VALUE_BYTES};
+use litestash_core::{
+    decode_into, deeper, Build, Error, ErrorKind, Scalar, Value, MAX_DEPTH, MAX_VALUE_BYTES,
+};
 use rustler::types::atom;
 use rustler::{Atom, Binary, Encoder, Env, MapIterator, NewBinary, Term, TermType};
 use std::collections::HashSet;
@@ -280,6 +282,65 @@ fn check_collisions(entries: &[(Value, Value)]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A stored value's MessagePack as a term, built in one pass over the
+/// bytes (no [`Value`] tree in between): what a read answers with, hit or
+/// miss alike.
+///
+/// # Errors
+/// [`ErrorKind::CorruptValue`] for bytes that are not contract MessagePack
+/// and for a map with a key twice.
+pub fn decode_term<'a>(env: Env<'a>, encoded: &[u8]) -> Result<Term<'a>, Error> {
+    decode_into(encoded, &mut Terms { env })
+}
+
+/// Builds terms for [`decode_into`].
+struct Terms<'a> {
+    env: Env<'a>,
+}
+
+impl<'a> Build for Terms<'a> {
+    type Out = Term<'a>;
+
+    fn scalar(&mut self, scalar: Scalar<'_>) -> Result<Term<'a>, Error> {
+        let env = self.env;
+        Ok(match scalar {
+            Scalar::Nil => atom::nil().encode(env),
+            Scalar::Bool(b) => b.encode(env),
+            Scalar::Int(n) => n.encode(env),
+            Scalar::UInt(n) => n.encode(env),
+            Scalar::Float(f) => float_term(env, f)?,
+            Scalar::Str(s) => binary(env, s.as_bytes())?,
+            Scalar::Bin(b) => binary(env, b)?,
+        })
+    }
+
+    fn list(&mut self, items: Vec<Term<'a>>) -> Result<Term<'a>, Error> {
+        Ok(items.encode(self.env))
+    }
+
+    fn map(&mut self, entries: Vec<(Term<'a>, Term<'a>)>) -> Result<Term<'a>, Error> {
+        let (keys, values): (Vec<Term>, Vec<Term>) = entries.into_iter().unzip();
+        Term::map_from_term_arrays(self.env, &keys, &values).map_err(|_| same_key_twice())
+    }
+}
+
+fn same_key_twice() -> Error {
+    Error::new(ErrorKind::CorruptValue, "stored map has the same key twice")
+}
+
+/// A float as a term: NaN and the infinities as the atoms `:nan`,
+/// `:infinity` and `:neg_infinity`.
+fn float_term(env: Env, f: f64) -> Result<Term, Error> {
+    Ok(if f.is_nan() {
+        Atom::from_str(env, "nan").map_err(internal)?.encode(env)
+    } else if f.is_infinite() {
+        let name = if f > 0.0 { "infinity" } else { "neg_infinity" };
+        Atom::from_str(env, name).map_err(internal)?.encode(env)
+    } else {
+        f.encode(env)
+    })
+}
+
 /// Converts a stored value back to a term.
 pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Result<Term<'a>, Error> {
     Ok(match value {
@@ -287,12 +348,7 @@ pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Result<Term<'a>, Error> {
         Value::Bool(b) => b.encode(env),
         Value::Int(n) => n.encode(env),
         Value::UInt(n) => n.encode(env),
-        Value::Float(f) if f.is_nan() => Atom::from_str(env, "nan").map_err(internal)?.encode(env),
-        Value::Float(f) if f.is_infinite() => {
-            let name = if *f > 0.0 { "infinity" } else { "neg_infinity" };
-            Atom::from_str(env, name).map_err(internal)?.encode(env)
-        }
-        Value::Float(f) => f.encode(env),
+        Value::Float(f) => float_term(env, *f)?,
         Value::Str(s) => binary(env, s.as_bytes())?,
         Value::Bin(b) => binary(env, b)?,
         Value::Array(items) => {
@@ -309,9 +365,7 @@ pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Result<Term<'a>, Error> {
                 keys.push(to_term(env, k)?);
                 values.push(deeper(|| to_term(env, v))?);
             }
-            Term::map_from_term_arrays(env, &keys, &values).map_err(|_| {
-                Error::new(ErrorKind::CorruptValue, "stored map has the same key twice")
-            })?
+            Term::map_from_term_arrays(env, &keys, &values).map_err(|_| same_key_twice())?
         }
     })
 }
