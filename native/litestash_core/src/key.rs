@@ -172,7 +172,11 @@ impl Key {
     /// # Errors
     /// [`ErrorKind::InvalidKey`] when the key breaks section 1 of the contract.
     pub fn new(key: &[u8]) -> Result<Key> {
-        let text = validate(key)?;
+        Key::of_valid(validate(key)?)
+    }
+
+    /// As [`Key::new`] for a key [`validate`] already passed.
+    pub(crate) fn of_valid(text: &str) -> Result<Key> {
         let hash = key_hash(text);
         let route = route(&hash)?;
         Ok(Key {

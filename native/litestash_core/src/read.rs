@@ -114,12 +114,12 @@ impl Store {
     /// # Errors
     /// As [`Store::get`].
     pub fn get_stored(&self, key: &[u8]) -> Result<Option<Arc<Stored>>> {
-        validate(key)?;
+        let text = validate(key)?;
         self.check_open()?;
         if let Some(hit) = self.cache.hit(key, now_ms()) {
             return Ok(Some(hit));
         }
-        self.read_stored(key)
+        self.load_key(Key::of_valid(text)?)
     }
 
     /// As [`Store::get_stored`], but without asking the value cache first
@@ -130,7 +130,11 @@ impl Store {
     /// As [`Store::get`].
     pub fn read_stored(&self, key: &[u8]) -> Result<Option<Arc<Stored>>> {
         self.check_open()?;
-        let key = Key::new(key)?;
+        self.load_key(Key::new(key)?)
+    }
+
+    /// Reads `key` from its shard file, filling the cache.
+    fn load_key(&self, key: Key) -> Result<Option<Arc<Stored>>> {
         let shard = key.route.shard;
         let ticket = self.cache.ticket(shard);
         self.read(shard, |file, conn| self.load(file, conn, &key, ticket))
@@ -153,12 +157,12 @@ impl Store {
     /// # Errors
     /// As [`Store::get`], but a corrupt value still counts as stored.
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
-        validate(key)?;
+        let text = validate(key)?;
         self.check_open()?;
         if self.cache.hit(key, now_ms()).is_some() {
             return Ok(true);
         }
-        let key = Key::new(key)?;
+        let key = Key::of_valid(text)?;
         self.read(key.route.shard, |file, conn| {
             Ok(self.live(file, conn, &key)?.is_some())
         })
@@ -170,13 +174,13 @@ impl Store {
     /// # Errors
     /// As [`Store::get`].
     pub fn ttl(&self, key: &[u8]) -> Result<Option<Option<i64>>> {
-        validate(key)?;
+        let text = validate(key)?;
         self.check_open()?;
         let now = now_ms();
         if let Some(hit) = self.cache.hit(key, now) {
             return Ok(Some(hit.expires_at().map(|at| (at - now).max(0))));
         }
-        let key = Key::new(key)?;
+        let key = Key::of_valid(text)?;
         self.read(key.route.shard, |file, conn| {
             Ok(self
                 .live(file, conn, &key)?
@@ -207,9 +211,10 @@ impl Store {
     /// # Errors
     /// As [`Store::get_many`].
     pub fn get_many_stored(&self, keys: &[&[u8]]) -> Result<Vec<Option<Result<Arc<Stored>>>>> {
-        for key in keys {
-            validate(key)?;
-        }
+        let texts = keys
+            .iter()
+            .map(|key| validate(key))
+            .collect::<Result<Vec<&str>>>()?;
         self.check_open()?;
         let now = now_ms();
         let mut out: Vec<Option<Result<Arc<Stored>>>> = keys
@@ -217,9 +222,9 @@ impl Store {
             .map(|k| self.cache.hit(k, now).map(Ok))
             .collect();
         let mut by_shard: Vec<Vec<(usize, Key)>> = (0..SHARD_COUNT).map(|_| Vec::new()).collect();
-        for (i, key) in keys.iter().enumerate() {
+        for (i, text) in texts.iter().enumerate() {
             if out[i].is_none() {
-                let key = Key::new(key)?;
+                let key = Key::of_valid(text)?;
                 by_shard[key.route.shard].push((i, key));
             }
         }
