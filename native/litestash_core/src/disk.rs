@@ -54,8 +54,8 @@ pub(crate) struct Disk {
     reserve: Mutex<Option<File>>,
     /// The reserve holds its bytes now.
     held: AtomicBool,
-    /// Moved each time the disk filled or a writer gave WAL space back:
-    /// every writer that sees it move checkpoints.
+    /// Moved by each alarm (a commit found the disk full): every writer
+    /// that sees it move gives back its WAL.
     epoch: AtomicU64,
     /// No restore is tried before this.
     next_restore: Mutex<Instant>,

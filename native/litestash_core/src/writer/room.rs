@@ -99,14 +99,27 @@ impl Writer {
     /// Whether the file's page cap (`max_page_count`), not the disk, is
     /// what the write met: it would take the file past it.
     fn at_page_cap(&self, need: Need) -> bool {
-        let query = |pragma: &str| self.conn.query_row(pragma, [], |r| r.get::<_, i64>(0));
-        match (query(sql::PAGE_COUNT), query(sql::MAX_PAGE_COUNT)) {
-            (Ok(pages), Ok(cap)) => {
-                let pages_needed = i64::try_from(need.bytes / 4096).unwrap_or(i64::MAX);
+        match (
+            self.pragma(sql::PAGE_COUNT),
+            self.pragma(sql::MAX_PAGE_COUNT),
+            self.pragma(sql::PAGE_SIZE),
+        ) {
+            (Some(pages), Some(cap), Some(page_size)) => {
+                let pages_needed = i64::try_from(need.bytes).unwrap_or(i64::MAX) / page_size.max(1);
                 pages.saturating_add(pages_needed).saturating_add(8) > cap
             }
             _ => true,
         }
+    }
+
+    /// The number a pragma of the shard's connection answers.
+    fn pragma(&self, pragma: &str) -> Option<i64> {
+        self.conn.query_row(pragma, [], |r| r.get(0)).ok()
+    }
+
+    /// Bytes the shard's WAL file holds.
+    fn wal_bytes(&self) -> u64 {
+        crate::admin::size(&beside(&self.file.path, "-wal"))
     }
 
     /// Checkpoints this shard and truncates its WAL: `true` when that gave
@@ -116,7 +129,7 @@ impl Writer {
     /// After one that found no room, none is tried for [`NO_ROOM_PAUSE`]
     /// (a batch whose writes each fail does not checkpoint for each).
     fn give_back_wal(&mut self) -> bool {
-        let wal = crate::admin::size(&beside(&self.file.path, "-wal"));
+        let wal = self.wal_bytes();
         if wal == 0 || self.file.memory || Instant::now() < self.next_give_back {
             return false;
         }
@@ -148,8 +161,9 @@ impl Writer {
     /// not its length: a checkpoint extends the file (a hole) before it
     /// writes, so after one that failed the length already says "done".
     fn checkpoint_growth(&self) -> u64 {
-        let query = |pragma: &str| self.conn.query_row(pragma, [], |r| r.get::<_, i64>(0));
-        let (Ok(pages), Ok(page_size)) = (query(sql::PAGE_COUNT), query(sql::PAGE_SIZE)) else {
+        let (Some(pages), Some(page_size)) =
+            (self.pragma(sql::PAGE_COUNT), self.pragma(sql::PAGE_SIZE))
+        else {
             return u64::MAX;
         };
         let after = u64::try_from(pages.saturating_mul(page_size)).unwrap_or(u64::MAX);
@@ -182,7 +196,7 @@ impl Writer {
     fn try_give_back(&mut self) -> bool {
         self.disk_tries = self.disk_tries.saturating_sub(1);
         let gave_back = self.give_back_wal();
-        if gave_back || crate::admin::size(&beside(&self.file.path, "-wal")) == 0 {
+        if gave_back || self.wal_bytes() == 0 {
             self.disk_tries = 0;
         }
         gave_back
