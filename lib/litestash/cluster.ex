@@ -46,6 +46,20 @@ defmodule LiteStash.Cluster do
     * `:snapshot_interval` - log entries between two snapshots of a shard
       (Ra's `snapshot_interval`). Default `4096`.
 
+  ## Restarts
+
+  A member restarts its Ra servers from their logs under `ra/`. Ra
+  records its servers' names in `ra/names.dets`, which it writes back
+  lazily, so a node killed in the seconds after it first started can
+  come back without them; LiteStash then finds each server by the config
+  Ra synced into the server's own directory, starts it from there (its
+  log is recovered) and syncs the names. A member whose files record
+  applied log entries but whose `ra/` holds no server of that shard
+  refuses to start, with `:replica_log_lost`: a new log would number its
+  entries from 1 again over a file that has applied more. Remove the node
+  (`remove_member/2`), move its data dir away, restart it and add it again
+  (`add_member/2`); it copies the shards from a snapshot.
+
   ## Writes that time out
 
   `:no_quorum` means the write was not acknowledged: it may still be

@@ -43,6 +43,9 @@ defmodule LiteStash.Error do
       through its cluster; a store opened without the cluster reads it
     * `:no_quorum` - a clustered store's call found no majority of the
       shard's members within its `:timeout`; a write may still be applied
+    * `:replica_log_lost` - a cluster member's shard file has applied
+      entries of a Raft log that is no longer in its data dir: the member
+      refuses to start a new log over it (see `LiteStash.Cluster`)
     * `:internal` - a bug in LiteStash; the VM and other callers carry on
   """
 
@@ -74,6 +77,7 @@ defmodule LiteStash.Error do
           | :too_many_streams
           | :replicated
           | :no_quorum
+          | :replica_log_lost
           | :internal
 
   defexception [:reason, :message]

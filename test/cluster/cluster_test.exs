@@ -193,6 +193,63 @@ defmodule LiteStash.ClusterTest do
     assert_same_everywhere(dir, restarted, pairs(acked), unsure)
   end
 
+  # Ra keeps its servers' names in a DETS file that it writes back lazily,
+  # so all three losing it is what a kill in the seconds after a first
+  # start looks like. A server started fresh in its place would number
+  # a new log from 1, and the files, whose applied index is past that,
+  # would skip the new writes as applied.
+  test "restarting after Ra's name registry is lost recovers each server's log; new writes land",
+       %{tmp_dir: dir} do
+    members = start_cluster!(dir, 3)
+    before = for i <- 1..200, do: {"before:#{i}", i}
+    for {key, value} <- before, do: assert(:ok = rpc(Enum.at(members, rem(value, 3)), :set, [key, value]))
+    assert_same_everywhere(dir, members, before, [])
+    applied_before = for member <- members, do: Enum.map(0..15, &applied(member, &1))
+
+    Nodes.kill_all!(members)
+    for member <- members, do: File.rm!(Path.join([data_dir(dir, member), "ra", "names.dets"]))
+
+    restarted =
+      for member <- members do
+        restarted = Nodes.start!(member.name)
+        on_exit(fn -> Nodes.stop(restarted) end)
+        restarted
+      end
+
+    restarted
+    |> Enum.map(&Task.async(fn -> Nodes.start_member!(&1, member_opts(dir, &1, members)) end))
+    |> Task.await_many(120_000)
+
+    after_restart = for i <- 1..200, do: {"after:#{i}", i}
+
+    for {key, value} <- after_restart,
+        do: assert(:ok = rpc(Enum.at(restarted, rem(value, 3)), :set, [key, value]))
+
+    assert_same_everywhere(dir, restarted, before ++ after_restart, [])
+
+    # Every shard's log went on from where it was: each file's applied
+    # index grew past its value before the kill.
+    for {member, was} <- Enum.zip(restarted, applied_before), {index, shard} <- Enum.with_index(was) do
+      assert applied(member, shard) > index
+    end
+  end
+
+  test "a member whose Ra log is gone refuses to start a new one over its files", %{tmp_dir: dir} do
+    [a | _] = members = start_cluster!(dir, 3)
+    for i <- 1..50, do: assert(:ok = rpc(a, :set, ["k#{i}", i]))
+    assert_same_everywhere(dir, members, for(i <- 1..50, do: {"k#{i}", i}), [])
+
+    Nodes.kill!(a)
+    File.rm_rf!(Path.join(data_dir(dir, a), "ra"))
+    restarted = Nodes.start!(a.name)
+    on_exit(fn -> Nodes.stop(restarted) end)
+
+    assert {:error, %LiteStash.Error{reason: :replica_log_lost, message: message}} =
+             Nodes.call(restarted, Nodes, :start_member_here, [member_opts(dir, a, members)])
+
+    assert message =~ "replication log is gone"
+  end
+
   test "a fourth member catches up from a snapshot; removing one keeps the cluster serving",
        %{tmp_dir: dir} do
     members = start_cluster!(dir, 3, snapshot_interval: 32)
@@ -394,7 +451,7 @@ defmodule LiteStash.ClusterTest do
           Map.take(found, Map.keys(expected)) == expected
         end,
         60_000,
-        "#{member.node} lacks acknowledged writes"
+        fn -> lacking(dir, member, expected, keys) end
       )
     end
 
@@ -429,6 +486,34 @@ defmodule LiteStash.ClusterTest do
   defp applied(member, shard) do
     {:ok, index} = Nodes.call(member, LiteStash.Replica, :applied, [@store, shard])
     index
+  end
+
+  # Why `member` lacks acknowledged writes: the keys, what its replica
+  # answered for them, what its files hold (read by the interop verifier,
+  # past any cache), and the Raft state of each shard concerned.
+  defp lacking(dir, member, expected, keys) do
+    {:ok, found} = local_mget(member, keys)
+    missing = for {key, value} <- expected, Map.get(found, key) != value, do: key
+    shards = missing |> Enum.map(&elem(LiteStash.Replica.shard_of(&1), 1)) |> Enum.uniq()
+
+    {_, files} = Files.verify(data_dir(dir, member), Enum.map(missing, &{&1, expected[&1]}), dir)
+
+    raft =
+      for shard <- shards do
+        id = LiteStash.Cluster.Group.server_id(@store, shard, member.node)
+
+        state =
+          case Nodes.call(member, :ra_server_proc, :local_state_query, [id, :all, 5_000]) do
+            {:ok, s, _} -> Map.take(s, [:commit_index, :last_applied, :current_term, :leader_id])
+            other -> other
+          end
+
+        "shard #{shard}: file applied #{applied(member, shard)}, ra #{inspect(state)}"
+      end
+
+    "#{member.node} lacks #{length(missing)} acknowledged writes, e.g. " <>
+      inspect(for key <- Enum.take(missing, 5), do: {key, expected[key], Map.get(found, key)}) <>
+      "\n" <> Enum.join(raft, "\n") <> "\nits files: " <> files
   end
 
   # A member's own replica, never through the cluster.
