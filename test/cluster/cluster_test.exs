@@ -179,16 +179,7 @@ defmodule LiteStash.ClusterTest do
     Nodes.kill_all!(members)
     {acked, unsure} = stop_writers(log)
 
-    restarted =
-      for member <- members do
-        restarted = Nodes.start!(member.name)
-        on_exit(fn -> Nodes.stop(restarted) end)
-        restarted
-      end
-
-    restarted
-    |> Enum.map(&Task.async(fn -> Nodes.start_member!(&1, member_opts(dir, &1, members)) end))
-    |> Task.await_many(120_000)
+    restarted = restart_all!(dir, members)
 
     assert_same_everywhere(dir, restarted, pairs(acked), unsure)
   end
@@ -209,16 +200,7 @@ defmodule LiteStash.ClusterTest do
     Nodes.kill_all!(members)
     for member <- members, do: File.rm!(Path.join([data_dir(dir, member), "ra", "names.dets"]))
 
-    restarted =
-      for member <- members do
-        restarted = Nodes.start!(member.name)
-        on_exit(fn -> Nodes.stop(restarted) end)
-        restarted
-      end
-
-    restarted
-    |> Enum.map(&Task.async(fn -> Nodes.start_member!(&1, member_opts(dir, &1, members)) end))
-    |> Task.await_many(120_000)
+    restarted = restart_all!(dir, members)
 
     after_restart = for i <- 1..200, do: {"after:#{i}", i}
 
@@ -549,6 +531,22 @@ defmodule LiteStash.ClusterTest do
       cluster: Enum.map(members, & &1.node),
       timeout: 3_000
     ] ++ opts
+  end
+
+  # Starts the (killed) members' nodes again and their store members.
+  defp restart_all!(dir, members) do
+    restarted =
+      for member <- members do
+        restarted = Nodes.start!(member.name)
+        on_exit(fn -> Nodes.stop(restarted) end)
+        restarted
+      end
+
+    restarted
+    |> Enum.map(&Task.async(fn -> Nodes.start_member!(&1, member_opts(dir, &1, members)) end))
+    |> Task.await_many(120_000)
+
+    restarted
   end
 
   defp start_cluster!(dir, count, opts \\ []) do

@@ -146,11 +146,7 @@ defmodule LiteStash.Cluster.Member do
         "restarting it from #{Path.join(config.ra_dir, to_string(server.uid))}"
     )
 
-    case ra().start_server(config.system, server) do
-      :ok -> sync_names(config)
-      {:error, {:already_started, _}} -> :ok
-      {:error, reason} -> {:error, reason}
-    end
+    start_and_sync(config, server)
   end
 
   # A shard this node never ran a server of. Its file must not have
@@ -209,6 +205,12 @@ defmodule LiteStash.Cluster.Member do
       log_init_args: %{uid: uid, snapshot_interval: config.snapshot_interval}
     }
 
+    start_and_sync(config, server)
+  end
+
+  # Starts a server of `server`'s config; its name is on disk when this
+  # returns :ok.
+  defp start_and_sync(config, server) do
     case ra().start_server(config.system, server) do
       :ok -> sync_names(config)
       {:error, {:already_started, _}} -> :ok

@@ -87,6 +87,10 @@ error_kinds! {
     /// Too few of a clustered shard's members answered within the timeout.
     /// Given by the cluster layer (LiteStash.Cluster), never by the core.
     NoQuorum => "no_quorum",
+    /// A clustered shard's file has applied entries, but its Ra server and
+    /// log are gone from this member's data dir. Given by the cluster layer
+    /// (LiteStash.Cluster), never by the core.
+    ReplicaLogLost => "replica_log_lost",
     /// A bug in LiteStash: a panic was caught or an invariant broke.
     Internal => "internal",
 }
