@@ -136,6 +136,16 @@ defmodule LiteStash do
       return, an expired key is never served from it, and a commit by
       another OS process to the same files is noticed (through SQLite's
       WAL index) by every read that starts after that commit returned.
+    * `:nowait_reads` - `true` (default) lets a `get` that the cache
+      cannot answer try the shard file on the calling scheduler first,
+      taking only what is already in memory: SQLite's page cache and the
+      OS's, read with Linux's `preadv2(RWF_NOWAIT)`, which fails at once
+      rather than wait for the disk. A read that would wait for the disk,
+      for a lock or for a pooled connection, or whose value is over 4 KiB,
+      is redone on a dirty IO scheduler, as every miss is with `false` (and
+      on systems without `RWF_NOWAIT`, and for `data_dir: :memory`).
+      `info/1` counts both kinds per shard (`nowait_reads`,
+      `nowait_deferred`).
     * `:page_cache_size` - bytes of SQLite page cache for the whole store,
       shared out evenly over its connections (each shard's writer and up to
       one pooled reader per dirty IO scheduler, at least 64 KiB each).
@@ -251,6 +261,7 @@ defmodule LiteStash do
           | {:inline_commits, non_neg_integer()}
           | {:max_streams, pos_integer()}
           | {:cache_size, non_neg_integer()}
+          | {:nowait_reads, boolean()}
           | {:page_cache_size, non_neg_integer()}
           | {:mmap_size, non_neg_integer()}
           | {:wal_limit, pos_integer()}
@@ -273,6 +284,7 @@ defmodule LiteStash do
     read_only: false,
     max_streams: 64,
     cache_size: 32 * 1024 * 1024,
+    nowait_reads: true,
     page_cache_size: 64 * 1024 * 1024,
     mmap_size: 256 * 1024 * 1024,
     wal_limit: 2000 * (4096 + 24),
@@ -391,6 +403,7 @@ defmodule LiteStash do
     inline_commits: "an integer from 0 to 1024",
     max_streams: "an integer from 1 to 65536",
     cache_size: "a non-negative integer of bytes",
+    nowait_reads: "a boolean",
     page_cache_size: "a non-negative integer of bytes",
     mmap_size: "a non-negative integer of bytes",
     wal_limit: "a positive integer of bytes",
@@ -446,6 +459,7 @@ defmodule LiteStash do
   defp valid_option?(:wal_limit, n), do: is_integer(n) and n > 0 and n < 281_474_976_710_656
   defp valid_option?(:disk_reserve, n), do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
   defp valid_option?(:replica, replica?), do: is_boolean(replica?)
+  defp valid_option?(:nowait_reads, flag), do: is_boolean(flag)
   defp valid_option?(key, value), do: LiteStash.Cluster.valid_option?(key, value)
 
   defp clustered?(server), do: LiteStash.Cluster.clustered?(server)
@@ -1074,11 +1088,15 @@ defmodule LiteStash do
 
   @doc """
   Per-shard figures: `{:ok, [%{shard: name, keys: count, file_bytes: n,
-  wal_bytes: n, value_cache_bytes: n, page_cache_bytes: n}]}`.
+  wal_bytes: n, value_cache_bytes: n, page_cache_bytes: n, nowait_reads: n,
+  nowait_deferred: n}]}`.
   `value_cache_bytes` is what the value cache holds for the shard's keys
   (bounded by `:cache_size` for all shards together), `page_cache_bytes`
   the SQLite page cache its writer and idle readers use (bounded by
-  `:page_cache_size` together). A damaged shard has
+  `:page_cache_size` together). `nowait_reads` counts the `get`s since
+  the store started that missed the value cache and were answered from
+  the file on the calling scheduler, `nowait_deferred` those that tried
+  and went on to a dirty IO scheduler (see `:nowait_reads`). A damaged shard has
   `keys: {:error, %LiteStash.Error{}}`.
   """
   @spec info(server()) :: {:ok, [map()]} | {:error, Error.t()}

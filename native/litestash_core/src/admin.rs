@@ -8,6 +8,7 @@ use crate::shard::{self, sql, ShardFile};
 use crate::store::{Shard, Store};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 /// Live figures of one shard.
 #[derive(Debug, Clone)]
@@ -25,6 +26,11 @@ pub struct ShardInfo {
     /// Bytes of SQLite page cache its writer and idle readers use (a
     /// reader busy with a read at that moment is not counted).
     pub page_cache_bytes: u64,
+    /// Reads that missed the value cache and were answered from the file
+    /// on the calling thread, without waiting.
+    pub nowait_reads: u64,
+    /// Reads tried that way and redone where waiting is allowed.
+    pub nowait_deferred: u64,
 }
 
 /// Bytes of page cache `conn` uses.
@@ -105,6 +111,8 @@ impl Store {
                 wal_bytes: size(&shard::beside(&path, "-wal")),
                 value_cache_bytes: self.cache.shard_bytes(index),
                 page_cache_bytes: self.page_cache_bytes(index),
+                nowait_reads: self.nowait[index].answered.load(Ordering::Relaxed),
+                nowait_deferred: self.nowait[index].deferred.load(Ordering::Relaxed),
             });
         }
         Ok(out)

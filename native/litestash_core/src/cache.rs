@@ -30,7 +30,7 @@
 use crate::codec::Value;
 use crate::error::Result;
 use crate::key::SHARD_COUNT;
-use crate::locks::lock;
+use crate::locks::{lock, lock_if};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use std::os::raw::{c_int, c_void};
@@ -370,9 +370,21 @@ impl ValueCache {
     /// cache has not accounted for (dropping the shard), and notes what a
     /// fill must find unchanged. `None` when nothing may be filled.
     pub(crate) fn ticket(&self, shard: usize) -> Option<Ticket> {
-        self.entries.as_ref()?;
+        self.ticket_if(shard, true).flatten()
+    }
+
+    /// As [`ValueCache::ticket`], but without waiting for the shard's gate
+    /// unless `wait`: `None` when it would have had to.
+    pub(crate) fn ticket_if(&self, shard: usize, wait: bool) -> Option<Option<Ticket>> {
+        if self.entries.is_none() {
+            return Some(None);
+        }
         let gate = &self.gates[shard];
-        let _held = lock(&gate.lock);
+        let _held = lock_if(&gate.lock, wait)?;
+        Some(self.ticket_held(shard, gate))
+    }
+
+    fn ticket_held(&self, shard: usize, gate: &Gate) -> Option<Ticket> {
         let change = self.change(shard)?;
         if gate.known.load(Ordering::Acquire) != change {
             gate.generation.fetch_add(1, Ordering::AcqRel);
@@ -389,6 +401,18 @@ impl ValueCache {
     /// Inserts what a read found for `key` if no commit to the shard
     /// happened since `ticket`.
     pub(crate) fn fill(&self, ticket: Ticket, key: &[u8], stored: Stored) -> Arc<Stored> {
+        self.fill_if(ticket, key, stored, true)
+    }
+
+    /// As [`ValueCache::fill`], but when `wait` is false and the shard's
+    /// gate is held, the value is not inserted (never waited for).
+    pub(crate) fn fill_if(
+        &self,
+        ticket: Ticket,
+        key: &[u8],
+        stored: Stored,
+        wait: bool,
+    ) -> Arc<Stored> {
         let Some(entries) = &self.entries else {
             return Arc::new(stored);
         };
@@ -406,7 +430,9 @@ impl ValueCache {
             ..stored
         });
         let gate = &self.gates[ticket.shard];
-        let _held = lock(&gate.lock);
+        let Some(_held) = lock_if(&gate.lock, wait) else {
+            return stored;
+        };
         let unchanged = gate.generation.load(Ordering::Acquire) == ticket.generation
             && gate.seq.load(Ordering::Acquire) == ticket.seq
             && gate.known.load(Ordering::Acquire) == ticket.change

@@ -51,6 +51,11 @@ pub struct Options {
     pub checkpoint_pages: i32,
     /// WAL frames after which the writer waits for readers and truncates.
     pub truncate_pages: i32,
+    /// Whether a read that misses the value cache may be tried on the
+    /// calling thread, answered only from memory (see
+    /// [`crate::Store::read_stored_now`]): the read connections then go
+    /// through the no-wait VFS (`shard/nowait.rs`).
+    pub nowait_reads: bool,
     /// Idle read connections kept per shard.
     pub readers_per_shard: usize,
     /// How often each writer sweeps expired keys when nothing is due sooner.
@@ -162,6 +167,7 @@ impl Default for Options {
             max_batch_bytes: 32 * 1024 * 1024,
             checkpoint_pages: checkpoint_pages(DEFAULT_WAL_LIMIT),
             truncate_pages: 6 * checkpoint_pages(DEFAULT_WAL_LIMIT),
+            nowait_reads: true,
             readers_per_shard: default_readers(),
             sweep_interval: Duration::from_secs(1),
             sweep_batch: 500,

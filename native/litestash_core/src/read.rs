@@ -6,10 +6,11 @@ use crate::clock::now_ms;
 use crate::codec::Value;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{validate, Key, SHARD_COUNT};
-use crate::locks::lock;
-use crate::shard::{ShardFile, StoredRow};
+use crate::locks::{lock, try_lock};
+use crate::shard::{nowait, ShardFile, StoredRow};
 use crate::store::{Shard, Store};
 use rusqlite::Connection;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The value `stored` holds for `key`; a corrupt one is an error naming
@@ -21,6 +22,15 @@ fn decoded(key: &[u8], stored: &Stored) -> Result<Value> {
             format!("key {:?}: {}", String::from_utf8_lossy(key), e.message()),
         )
     })
+}
+
+/// How a shard's reads tried without waiting went ([`Store::read_stored_now`]).
+#[derive(Debug, Default)]
+pub(crate) struct NowaitTally {
+    /// Answered from the file on the calling thread.
+    pub answered: AtomicU64,
+    /// Handed back to be redone where waiting is allowed.
+    pub deferred: AtomicU64,
 }
 
 impl Store {
@@ -55,14 +65,33 @@ impl Store {
     /// The live row of `key`: `None` when absent or expired. An expired key
     /// asks its writer for a sweep.
     fn live(&self, file: &ShardFile, conn: &Connection, key: &Key) -> Result<Option<StoredRow>> {
-        match file.read_row(conn, key.route.table, &key.hash)? {
+        Ok(self.unexpired(key, file.read_row(conn, key.route.table, &key.hash)?))
+    }
+
+    /// `row` unless it has expired; an expired one asks its writer for a
+    /// sweep (without waiting).
+    fn unexpired(&self, key: &Key, row: Option<StoredRow>) -> Option<StoredRow> {
+        match row {
             Some(row) if row.expired(now_ms()) => {
                 if let Shard::Ready { queue, .. } = &self.shards[key.route.shard] {
                     queue.request_sweep();
                 }
-                Ok(None)
+                None
             }
-            found => Ok(found),
+            found => found,
+        }
+    }
+
+    /// What the cache keeps of `row`; a corrupt value is an error naming
+    /// the key.
+    fn stored(key: &Key, row: StoredRow) -> Result<Stored> {
+        match row.value {
+            Ok(Some(bytes)) => Ok(Stored::new(bytes.into_boxed_slice(), row.expires_at)),
+            Ok(None) => Ok(Stored::nil(row.expires_at)),
+            Err(e) => Err(Error::new(
+                e.kind(),
+                format!("key {:?}: {}", key.text, e.message()),
+            )),
         }
     }
 
@@ -79,16 +108,7 @@ impl Store {
         let Some(row) = self.live(file, conn, key)? else {
             return Ok(None);
         };
-        let stored = match row.value {
-            Ok(Some(bytes)) => Stored::new(bytes.into_boxed_slice(), row.expires_at),
-            Ok(None) => Stored::nil(row.expires_at),
-            Err(e) => {
-                return Err(Error::new(
-                    e.kind(),
-                    format!("key {:?}: {}", key.text, e.message()),
-                ))
-            }
-        };
+        let stored = Store::stored(key, row)?;
         Ok(Some(match ticket {
             Some(ticket) => self.cache.fill(ticket, key.text.as_bytes(), stored),
             None => Arc::new(stored),
@@ -131,6 +151,86 @@ impl Store {
     pub fn read_stored(&self, key: &[u8]) -> Result<Option<Arc<Stored>>> {
         self.check_open()?;
         self.load_key(Key::new(key)?)
+    }
+
+    /// As [`Store::read_stored`], but only if that can be done now on the
+    /// calling thread without waiting (a BEAM normal scheduler may call
+    /// it): `None` means "redo it with [`Store::read_stored`]", which
+    /// happens when the pages it needs are not in memory (SQLite's page
+    /// cache or the OS's), another thread or process holds what it needs,
+    /// no idle read connection is pooled, or the value is over
+    /// [`crate::CACHEABLE_BYTES`] (its term would take too long to build).
+    /// A value read is cached as by [`Store::read_stored`]. Never on an
+    /// in-memory store, nor with [`crate::Options::nowait_reads`] off, nor
+    /// where `preadv2(RWF_NOWAIT)` is missing (not Linux, or refused).
+    pub fn read_stored_now(&self, key: &[u8]) -> Option<Result<Option<Arc<Stored>>>> {
+        if self.memory || !self.options.nowait_reads || !nowait::available() {
+            return None;
+        }
+        if let Err(e) = self.check_open() {
+            return Some(Err(e));
+        }
+        let key = match Key::new(key) {
+            Ok(key) => key,
+            Err(e) => return Some(Err(e)),
+        };
+        let shard = key.route.shard;
+        let (file, readers) = match &self.shards[shard] {
+            Shard::Ready { file, readers, .. } | Shard::Reading { file, readers } => {
+                (file, readers)
+            }
+            Shard::Broken(e) => return Some(Err(e.clone())),
+        };
+        let tally = &self.nowait[shard];
+        let answer = try_lock(readers)
+            .and_then(|mut pool| pool.pop())
+            .and_then(|conn| {
+                let answer = self.cache.ticket_if(shard, false).and_then(|ticket| {
+                    // SQLITE_BUSY answers at once rather than sleeping.
+                    conn.busy_timeout(std::time::Duration::ZERO).ok()?;
+                    let answer =
+                        nowait::without_waiting(|| self.load_within(file, &conn, &key, ticket))
+                            .flatten();
+                    conn.busy_timeout(self.options.busy_timeout).ok()?;
+                    answer
+                });
+                // Kept even past the pool's size (closing a connection here
+                // could checkpoint); a dirty read drops the surplus.
+                lock(readers).push(conn);
+                answer
+            });
+        let counter = if answer.is_some() {
+            &tally.answered
+        } else {
+            &tally.deferred
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        answer
+    }
+
+    /// As [`Store::load`] for [`Store::read_stored_now`]: `None` for a value
+    /// over [`crate::CACHEABLE_BYTES`] or an error (the read is redone where
+    /// it may wait, and reports it then); fills without waiting.
+    fn load_within(
+        &self,
+        file: &ShardFile,
+        conn: &Connection,
+        key: &Key,
+        ticket: Option<Ticket>,
+    ) -> Option<Result<Option<Arc<Stored>>>> {
+        let row = file
+            .read_row_within(conn, key.route.table, &key.hash, crate::CACHEABLE_BYTES)
+            .ok()??;
+        let Some(row) = self.unexpired(key, row) else {
+            return Some(Ok(None));
+        };
+        let stored = Store::stored(key, row).ok()?;
+        Some(Ok(Some(match ticket {
+            Some(ticket) => self
+                .cache
+                .fill_if(ticket, key.text.as_bytes(), stored, false),
+            None => Arc::new(stored),
+        })))
     }
 
     /// Reads `key` from its shard file, filling the cache.

@@ -71,6 +71,8 @@ pub struct Store {
     pub(crate) cache: Arc<ValueCache>,
     /// The disk under the data dir and the store's reserve on it.
     pub(crate) disk: Arc<Disk>,
+    /// Per shard, how reads tried without waiting went.
+    pub(crate) nowait: [crate::read::NowaitTally; SHARD_COUNT],
 }
 
 /// Writes committing inline right now, in every store of the process: the
@@ -230,6 +232,7 @@ impl Store {
             snapshots: Arc::new(AtomicUsize::new(0)),
             cache: Arc::new(ValueCache::new(options.cache_size)),
             disk,
+            nowait: Default::default(),
         }
     }
 
@@ -290,11 +293,19 @@ impl Store {
             },
         )?;
         lock(&self.writers).push(handle);
+        // One reader ready, so that the first reads of the shard can be
+        // tried without waiting (`read_stored_now` never opens one). One
+        // that fails to open now fails again, and reports, on first use.
+        let readers = if self.options.nowait_reads && !self.memory {
+            file.open_reader(&self.options).ok().into_iter().collect()
+        } else {
+            Vec::new()
+        };
         Ok(Shard::Ready {
             file,
             queue,
             engine,
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(readers),
             replica,
         })
     }

@@ -22,6 +22,8 @@ rustler::atoms! {
     in_use,
     value_cache_bytes,
     page_cache_bytes,
+    nowait_reads,
+    nowait_deferred,
 }
 
 /// `synchronous:` as Elixir spells it; any other atom fails to decode.
@@ -49,6 +51,7 @@ struct OpenOptions {
     wal_limit: u64,
     disk_reserve: u64,
     readers_per_shard: usize,
+    nowait_reads: bool,
     replica: bool,
 }
 
@@ -69,6 +72,7 @@ impl OpenOptions {
             page_cache_size: self.page_cache_size,
             mmap_size: self.mmap_size,
             readers_per_shard: self.readers_per_shard.max(1),
+            nowait_reads: self.nowait_reads,
             replica: self.replica,
             disk_reserve: self.disk_reserve,
             ..Options::default()
@@ -95,9 +99,9 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits, read_only, memory,
+                         max_page_count, sweep_interval, inline_commits, read_only, memory, \
                          max_streams, replica, cache_size, page_cache_size, mmap_size, \
-                         wal_limit, disk_reserve and readers_per_shard",
+                         wal_limit, disk_reserve, readers_per_shard and nowait_reads",
                     ),
                 ))
             }
@@ -181,7 +185,9 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
         .map_put(file_bytes(), info.file_bytes)?
         .map_put(wal_bytes(), info.wal_bytes)?
         .map_put(value_cache_bytes(), info.value_cache_bytes)?
-        .map_put(page_cache_bytes(), info.page_cache_bytes)
+        .map_put(page_cache_bytes(), info.page_cache_bytes)?
+        .map_put(nowait_reads(), info.nowait_reads)?
+        .map_put(nowait_deferred(), info.nowait_deferred)
 }
 
 /// Bytes SQLite has allocated in this process, over every store.

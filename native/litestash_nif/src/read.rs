@@ -14,19 +14,21 @@ use crate::registry::resolve;
 use crate::resource::CursorResource;
 use crate::schedule::reschedule;
 use crate::term::{binary, decode_term, to_term};
-use litestash_core::{Error, ErrorKind, Stored, Value};
+use litestash_core::{Error, ErrorKind, Store, Stored, Value};
 use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
 use rustler::{Binary, Encoder, Env, NifResult, ResourceArc, Term};
 use std::ffi::CStr;
 use std::os::raw::c_int;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Defines a key read: the NIF `$name(server, key)` that tries `$hit` (the
-/// cached entry to its answer) on the caller's scheduler, and its dirty IO
+/// cached entry to its answer), then `$now` (a read that does not wait,
+/// `None` if it would have) on the caller's scheduler, and its dirty IO
 /// continuation `$cont` that answers with `$read`.
 macro_rules! key_read {
-    ($name:ident, $cont:ident, $hit:expr, $read:expr) => {
+    ($name:ident, $cont:ident, $hit:expr, $now:expr, $read:expr) => {
         unsafe extern "C" fn $cont(
             env: *mut ErlNifEnv,
             argc: c_int,
@@ -52,6 +54,9 @@ macro_rules! key_read {
                     Ok(store) => {
                         if let Some(hit) = store.store.get_cached(key.as_slice()) {
                             return Ok($hit(env, &hit, &key));
+                        }
+                        if let Some(answer) = $now(env, &store.store, &key) {
+                            return Ok(answer);
                         }
                         store.encode(env)
                     }
@@ -87,18 +92,39 @@ fn get_answer<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Term<'a> {
     result(env, value_term(env, stored, key))
 }
 
-fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
-    // The caller's scheduler has just asked the cache: read the file.
-    let found = resolve(server)
-        .and_then(|s| s.store.read_stored(key.as_slice()))
-        .and_then(|value| match value {
-            Some(stored) => value_term(env, &stored, &key),
-            None => Err(Error::not_found(&shown(&key))),
-        });
-    result(env, found)
+/// `get`'s answer to what a read of the file found.
+fn get_found<'a>(
+    env: Env<'a>,
+    found: Result<Option<Arc<Stored>>, Error>,
+    key: &Binary,
+) -> Term<'a> {
+    let term = found.and_then(|value| match value {
+        Some(stored) => value_term(env, &stored, key),
+        None => Err(Error::not_found(&shown(key))),
+    });
+    result(env, term)
 }
 
-key_read!(get, get_dirty, get_answer, get_read);
+/// A read of the file that waits for nothing (the value it finds is at
+/// most `CACHEABLE_BYTES`, so its term is quick to build too), or `None`.
+fn get_now<'a>(env: Env<'a>, store: &Store, key: &Binary) -> Option<Term<'a>> {
+    let found = store.read_stored_now(key.as_slice())?;
+    Some(get_found(env, found, key))
+}
+
+fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
+    // The caller's scheduler has just asked the cache: read the file.
+    let found = resolve(server).and_then(|s| s.store.read_stored(key.as_slice()));
+    get_found(env, found, &key)
+}
+
+/// No read of the file that waits for nothing: `exists` and `ttl` go dirty
+/// on a miss.
+fn never_now<'a>(_env: Env<'a>, _store: &Store, _key: &Binary) -> Option<Term<'a>> {
+    None
+}
+
+key_read!(get, get_dirty, get_answer, get_now, get_read);
 
 /// A read value as a term, or, for a value that does not decode (or
 /// decodes to a map with a key twice), `{:error, %LiteStash.Error{reason:
@@ -163,7 +189,7 @@ fn exists_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> 
     )
 }
 
-key_read!(exists, exists_dirty, exists_answer, exists_read);
+key_read!(exists, exists_dirty, exists_answer, never_now, exists_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn keys<'a>(env: Env<'a>, server: Term<'a>, prefix: String) -> NifResult<Term<'a>> {
@@ -205,7 +231,7 @@ fn ttl_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
     }
 }
 
-key_read!(ttl, ttl_dirty, ttl_answer, ttl_read);
+key_read!(ttl, ttl_dirty, ttl_answer, never_now, ttl_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn snapshot_open<'a>(

@@ -1,6 +1,7 @@
 //! One shard file: where it lives, opening and checking it, and reading
 //! one key's row. Its SQL texts and schema facts are in [`sql`].
 
+pub(crate) mod nowait;
 pub(crate) mod sql;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -10,6 +11,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 pub(crate) use sql::TableSql;
+use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,39 @@ impl ShardFile {
             .map_err(|e| self.err(e))
     }
 
+    /// As [`ShardFile::read_row`], but a value of more than `limit` bytes
+    /// is not read (SQLite's `length()` of a blob reads no content): `Ok(None)`
+    /// for such a row, `Ok(Some(None))` for an absent key.
+    pub(crate) fn read_row_within(
+        &self,
+        conn: &Connection,
+        table: usize,
+        hash: &str,
+        limit: usize,
+    ) -> Result<Option<Option<StoredRow>>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        conn.prepare_cached(&self.tables[table].select_within)
+            .and_then(|mut stmt| {
+                stmt.query_row(rusqlite::params![hash, limit], |row| {
+                    let length: Option<i64> = row.get(2)?;
+                    Ok(match length {
+                        Some(n) if n > limit => None,
+                        _ => Some(StoredRow {
+                            value: value_bytes(row.get_ref(0)?),
+                            expires_at: row.get(1)?,
+                        }),
+                    })
+                })
+                .optional()
+            })
+            .map(|found| match found {
+                None => Some(None),
+                Some(None) => None,
+                Some(Some(row)) => Some(Some(row)),
+            })
+            .map_err(|e| self.err(e))
+    }
+
     pub fn err(&self, e: rusqlite::Error) -> Error {
         Error::sqlite(e, &self.path.display().to_string())
     }
@@ -93,6 +128,12 @@ impl ShardFile {
     }
 
     pub(crate) fn connect(&self, options: &Options) -> Result<Connection> {
+        self.connect_through(options, None)
+    }
+
+    /// As [`ShardFile::connect`], through the SQLite VFS named `vfs` (the
+    /// default one when `None`).
+    fn connect_through(&self, options: &Options, vfs: Option<&CStr>) -> Result<Connection> {
         let mut flags = if options.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } else {
@@ -101,7 +142,11 @@ impl ShardFile {
         if self.memory {
             flags |= OpenFlags::SQLITE_OPEN_URI;
         }
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
+        let conn = match vfs {
+            Some(vfs) => Connection::open_with_flags_and_vfs(&self.path, flags, vfs),
+            None => Connection::open_with_flags(&self.path, flags),
+        }
+        .map_err(|e| self.err(e))?;
         conn.busy_timeout(options.busy_timeout)
             .map_err(|e| self.err(e))?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -377,7 +422,11 @@ impl ShardFile {
 
     /// Opens a read connection to a file the writer has already checked.
     pub fn open_reader(&self, options: &Options) -> Result<Connection> {
-        let conn = self.connect(options)?;
+        // A file's readers go through the no-wait VFS, so that a read may
+        // be tried on a thread that must not wait (see `nowait`).
+        let vfs =
+            (!self.memory && options.nowait_reads && nowait::registered()).then_some(nowait::NAME);
+        let conn = self.connect_through(options, vfs)?;
         self.tune(&conn, options)?;
         conn.execute_batch(sql::QUERY_ONLY)
             .map_err(|e| self.err(e))?;

@@ -144,6 +144,9 @@ pub(crate) struct TableSql {
     pub delete: String,
     /// The value and expiry of one key.
     pub select: String,
+    /// As `select`, but the value only when it is at most `?2` bytes,
+    /// and its length.
+    pub select_within: String,
     /// All rows, without the expiry join (when no key can have expired).
     pub count: String,
     /// Live rows with keys in `[?1, ?2)`, now being `?3`.
@@ -174,6 +177,12 @@ impl TableSql {
             select: format!(
                 "SELECT t.value, (SELECT e.expires_at FROM litestash_expiry AS e \
                  WHERE e.key_hash = t.key_hash) FROM \"{table}\" AS t WHERE t.key_hash = ?1"
+            ),
+            select_within: format!(
+                "SELECT CASE WHEN length(t.value) <= ?2 THEN t.value END, \
+                 (SELECT e.expires_at FROM litestash_expiry AS e \
+                 WHERE e.key_hash = t.key_hash), length(t.value) \
+                 FROM \"{table}\" AS t WHERE t.key_hash = ?1"
             ),
             count: format!("SELECT count(*) FROM \"{table}\""),
             count_live: format!(
