@@ -218,9 +218,12 @@ impl Store {
         key: &Key,
         ticket: Option<Ticket>,
     ) -> Option<Result<Option<Arc<Stored>>>> {
-        let row = file
-            .read_row_within(conn, key.route.table, &key.hash, crate::CACHEABLE_BYTES)
-            .ok()??;
+        let row =
+            match file.read_row_within(conn, key.route.table, &key.hash, crate::CACHEABLE_BYTES) {
+                Ok(Some(Some(row))) => Some(row),
+                Ok(None) => None,
+                Ok(Some(None)) | Err(_) => return None,
+            };
         let Some(row) = self.unexpired(key, row) else {
             return Some(Ok(None));
         };

@@ -8,7 +8,7 @@
 
 mod common;
 
-use litestash_core::{key_hash, route, table_names, Options, Request, Store, Value};
+use litestash_core::{key_hash, route, Options, Request, Store, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -20,46 +20,6 @@ fn int(n: i64) -> Value {
 
 fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, common::roomy()).unwrap()
-}
-
-/// Writes `value` under `key` (or deletes it with `None`) in its shard file
-/// with plain SQL on `conn`'s own connection, in one transaction.
-pub fn foreign_write(dir: &std::path::Path, key: &str, value: Option<&Value>) {
-    let hash = key_hash(key);
-    let r = route(&hash).unwrap();
-    let conn = rusqlite::Connection::open(common::shard_path(dir, r.shard)).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
-    write_row(&conn, key, value);
-}
-
-fn write_row(conn: &rusqlite::Connection, key: &str, value: Option<&Value>) {
-    let hash = key_hash(key);
-    let r = route(&hash).unwrap();
-    let table = &table_names(r.shard)[r.table];
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    match value {
-        Some(v) => {
-            conn.execute(
-                &format!(
-                    "INSERT INTO \"{table}\" (key_hash, \"key\", value, timestamp, microsecond) \
-                     VALUES (?1, ?2, ?3, 0, 0) ON CONFLICT (key_hash) DO UPDATE SET value = excluded.value"
-                ),
-                rusqlite::params![hash, key, litestash_core::encode(v).unwrap()],
-            )
-            .unwrap();
-        }
-        None => {
-            conn.execute(
-                &format!("DELETE FROM \"{table}\" WHERE key_hash = ?1"),
-                [&hash],
-            )
-            .unwrap();
-        }
-    }
-    conn.execute("DELETE FROM litestash_expiry WHERE key_hash = ?1", [&hash])
-        .unwrap();
-    conn.execute_batch("COMMIT").unwrap();
 }
 
 /// The foreign process: reads `set KEY N` / `del KEY` lines, commits each
@@ -84,12 +44,12 @@ fn foreign_writer_child() {
             c
         });
         match op {
-            "set" => write_row(
+            "set" => common::write_row(
                 conn,
                 key,
                 Some(&int(parts.next().unwrap().parse().unwrap())),
             ),
-            _ => write_row(conn, key, None),
+            _ => common::write_row(conn, key, None),
         }
         writeln!(out, "committed").unwrap();
         out.flush().unwrap();
@@ -293,11 +253,11 @@ fn a_write_by_another_connection_is_seen_by_the_next_read() {
     store.set(b"f", &int(1)).unwrap();
     assert_eq!(store.get(b"f").unwrap(), Some(int(1)));
     assert!(store.get_cached(b"f").is_some());
-    foreign_write(tmp.path(), "f", Some(&int(2)));
+    common::foreign_write(tmp.path(), "f", Some(&int(2)));
     assert!(store.get_cached(b"f").is_none(), "the -shm counter moved");
     assert_eq!(store.get(b"f").unwrap(), Some(int(2)));
     assert_eq!(store.get(b"f").unwrap(), Some(int(2)));
-    foreign_write(tmp.path(), "f", None);
+    common::foreign_write(tmp.path(), "f", None);
     assert_eq!(store.get(b"f").unwrap(), None);
 }
 

@@ -9,7 +9,7 @@
 
 mod common;
 
-use litestash_core::{key_hash, route, table_names, Options, Request, Store, Value};
+use litestash_core::{Options, Request, Store, Value};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -166,25 +166,6 @@ fn expired_keys_are_gone_and_invalid_keys_are_errors() {
     }
 }
 
-/// Writes `value` under `key` with plain SQL through a connection of its
-/// own, as another implementation of the contract would.
-fn foreign_write(dir: &Path, key: &str, value: &Value) {
-    let hash = key_hash(key);
-    let r = route(&hash).unwrap();
-    let table = &table_names(r.shard)[r.table];
-    let conn = rusqlite::Connection::open(common::shard_path(dir, r.shard)).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
-    conn.execute(
-        &format!(
-            "INSERT INTO \"{table}\" (key_hash, \"key\", value, timestamp, microsecond) \
-             VALUES (?1, ?2, ?3, 0, 0) ON CONFLICT (key_hash) DO UPDATE SET value = excluded.value"
-        ),
-        rusqlite::params![hash, key, litestash_core::encode(value).unwrap()],
-    )
-    .unwrap();
-}
-
 #[test]
 fn in_place_reads_fill_the_cache_and_see_every_commit_at_once() {
     let dir = tmp();
@@ -199,7 +180,7 @@ fn in_place_reads_fill_the_cache_and_see_every_commit_at_once() {
     for round in 0..300i64 {
         store.set(b"ours", &Value::Int(round)).unwrap();
         assert_eq!(now(&store, "ours"), Some(Some(Value::Int(round))));
-        foreign_write(dir.path(), "theirs", &Value::Int(round));
+        common::foreign_write(dir.path(), "theirs", Some(&Value::Int(round)));
         // Filled by an in-place read or not, never stale.
         let seen = match store.get_cached(b"theirs") {
             Some(hit) => Some(Some(hit.value().unwrap())),

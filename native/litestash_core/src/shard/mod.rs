@@ -84,8 +84,8 @@ impl ShardFile {
     }
 
     /// As [`ShardFile::read_row`], but a value of more than `limit` bytes
-    /// is not read (SQLite's `length()` of a blob reads no content): `Ok(None)`
-    /// for such a row, `Ok(Some(None))` for an absent key.
+    /// is not read (SQLite's `length()` of a blob reads no content):
+    /// `Ok(None)` for an absent key, `Ok(Some(None))` for such a row.
     pub(crate) fn read_row_within(
         &self,
         conn: &Connection,
@@ -107,11 +107,6 @@ impl ShardFile {
                     })
                 })
                 .optional()
-            })
-            .map(|found| match found {
-                None => Some(None),
-                Some(None) => None,
-                Some(Some(row)) => Some(Some(row)),
             })
             .map_err(|e| self.err(e))
     }

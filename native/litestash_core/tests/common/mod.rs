@@ -196,3 +196,43 @@ pub fn submit_traced(
 pub fn would_commit_inline(store: &litestash_core::Store) -> bool {
     store.inline_slot().is_some()
 }
+
+/// Writes `value` under `key` (or deletes it with `None`) in its shard file
+/// with plain SQL on `conn`'s own connection, in one transaction.
+pub fn foreign_write(dir: &std::path::Path, key: &str, value: Option<&litestash_core::Value>) {
+    let hash = litestash_core::key_hash(key);
+    let r = litestash_core::route(&hash).unwrap();
+    let conn = rusqlite::Connection::open(shard_path(dir, r.shard)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    write_row(&conn, key, value);
+}
+
+pub fn write_row(conn: &rusqlite::Connection, key: &str, value: Option<&litestash_core::Value>) {
+    let hash = litestash_core::key_hash(key);
+    let r = litestash_core::route(&hash).unwrap();
+    let table = &litestash_core::table_names(r.shard)[r.table];
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    match value {
+        Some(v) => {
+            conn.execute(
+                &format!(
+                    "INSERT INTO \"{table}\" (key_hash, \"key\", value, timestamp, microsecond) \
+                     VALUES (?1, ?2, ?3, 0, 0) ON CONFLICT (key_hash) DO UPDATE SET value = excluded.value"
+                ),
+                rusqlite::params![hash, key, litestash_core::encode(v).unwrap()],
+            )
+            .unwrap();
+        }
+        None => {
+            conn.execute(
+                &format!("DELETE FROM \"{table}\" WHERE key_hash = ?1"),
+                [&hash],
+            )
+            .unwrap();
+        }
+    }
+    conn.execute("DELETE FROM litestash_expiry WHERE key_hash = ?1", [&hash])
+        .unwrap();
+    conn.execute_batch("COMMIT").unwrap();
+}
