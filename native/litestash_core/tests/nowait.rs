@@ -39,6 +39,19 @@ fn now(store: &Store, key: &str) -> Option<Option<Value>> {
         .map(|found| found.unwrap().map(|s| s.value().unwrap()))
 }
 
+/// [`now`] until it answers in place (up to about 100 ms): a read handed
+/// back because the writer thread held the shard's gate or lock for a
+/// moment (its checkpoint, say) is right to be, and is tried again.
+fn settled(store: &Store, key: &str) -> Option<Value> {
+    for _ in 0..100 {
+        if let Some(found) = now(store, key) {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("{key}: never read in place");
+}
+
 fn tally(store: &Store) -> (u64, u64) {
     store.info().unwrap().iter().fold((0, 0), |(a, d), s| {
         (a + s.nowait_reads, d + s.nowait_deferred)
@@ -97,11 +110,14 @@ fn in_place_then_evicted(options: Options) {
         let keys = write_keys(&store, n);
         // Just written: every page is in the OS page cache.
         for (i, key) in keys.iter().enumerate().step_by(97) {
-            assert_eq!(now(&store, key), Some(Some(text(i))), "{key}");
+            assert_eq!(settled(&store, key), Some(text(i)), "{key}");
         }
-        assert_eq!(now(&store, "user:absent"), Some(None));
+        assert_eq!(settled(&store, "user:absent"), None);
         let (answered, deferred) = tally(&store);
-        assert!(answered > 200 && deferred == 0, "{answered} {deferred}");
+        assert!(
+            answered > 200 && deferred * 10 < answered,
+            "{answered} {deferred}"
+        );
     }
     // Closed (so checkpointed and synced), then evicted: a fresh store's
     // connections have only the pages they read on opening.
@@ -127,7 +143,7 @@ fn in_place_then_evicted(options: Options) {
         let i: usize = key["user:".len()..].parse().unwrap();
         let got = store.read_stored(key.as_bytes()).unwrap().unwrap();
         assert_eq!(got.value().unwrap(), text(i));
-        assert_eq!(now(&store, key), Some(Some(text(i))), "{key}");
+        assert_eq!(settled(&store, key), Some(text(i)), "{key}");
     }
 }
 
@@ -140,7 +156,7 @@ fn a_value_over_the_cacheable_size_is_handed_back_unread() {
     store.set(b"big", &big).unwrap();
     store.set(b"small", &small).unwrap();
     assert_eq!(now(&store, "big"), None);
-    assert_eq!(now(&store, "small"), Some(Some(small)));
+    assert_eq!(settled(&store, "small"), Some(small));
     let got = store.read_stored(b"big").unwrap().unwrap();
     assert_eq!(got.value().unwrap(), big);
 }
@@ -153,7 +169,7 @@ fn expired_keys_are_gone_and_invalid_keys_are_errors() {
         .write(Request::set(b"brief", &Value::Int(1), Some(1)).unwrap())
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(now(&store, "brief"), Some(None));
+    assert_eq!(settled(&store, "brief"), None);
     let too_long = vec![b'k'; 1025];
     match store.read_stored_now(&too_long) {
         Some(Err(e)) => assert_eq!(e.kind(), litestash_core::ErrorKind::InvalidKey),
@@ -179,12 +195,12 @@ fn in_place_reads_fill_the_cache_and_see_every_commit_at_once() {
     .unwrap();
     for round in 0..300i64 {
         store.set(b"ours", &Value::Int(round)).unwrap();
-        assert_eq!(now(&store, "ours"), Some(Some(Value::Int(round))));
+        assert_eq!(settled(&store, "ours"), Some(Value::Int(round)));
         common::foreign_write(dir.path(), "theirs", Some(&Value::Int(round)));
         // Filled by an in-place read or not, never stale.
         let seen = match store.get_cached(b"theirs") {
             Some(hit) => Some(Some(hit.value().unwrap())),
-            None => now(&store, "theirs"),
+            None => Some(settled(&store, "theirs")),
         };
         assert_eq!(seen, Some(Some(Value::Int(round))), "round {round}");
     }
