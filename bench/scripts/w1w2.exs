@@ -4,7 +4,8 @@
 #     MIX_ENV=prod mix run bench/scripts/w1w2.exs LABEL N
 #
 # (from the repository's root; NOCACHE=1 starts the store with cache_size: 0
-# where the option exists). W1: N sets of new keys from one process; W2: a
+# where the option exists, NOWAIT=0 with nowait_reads: false, PASSES=k reads
+# every key k times before W2, untimed). W1: N sets of new keys from one process; W2: a
 # get of each key in random order. Prints one line: LABEL W1 ops/s W2 ops/s,
 # then the CPU microseconds per op of the whole OS process for each. For CPU
 # figures that mean something, keep the schedulers from spinning when idle:
@@ -15,6 +16,7 @@
 n = String.to_integer(n)
 dir = Path.join(System.tmp_dir!(), "w1w2-#{label}-#{System.unique_integer([:positive])}")
 extra = if System.get_env("NOCACHE"), do: [cache_size: 0], else: []
+extra = if System.get_env("NOWAIT") == "0", do: [nowait_reads: false] ++ extra, else: extra
 {:ok, _} = LiteStash.start_link([data_dir: dir, name: :w] ++ extra)
 value = fn i -> %{"i" => i, "name" => "user-#{i}", "tags" => ["a", "b"], "score" => 1.5} end
 # CPU time of the whole OS process (every thread: schedulers, dirty
@@ -35,6 +37,8 @@ end
   timed.(fn -> for i <- 1..n, do: :ok = LiteStash.set(:w, "user:#{i}", value.(i)) end)
 
 keys = Enum.shuffle(for i <- 1..n, do: "user:#{i}")
+# PASSES=k reads every key k times, untimed, before W2 (a hot W2).
+for _ <- 1..String.to_integer(System.get_env("PASSES", "0"))//1, k <- keys, do: LiteStash.get(:w, k)
 {w2, w2_ticks} = timed.(fn -> for k <- keys, do: {:ok, _} = LiteStash.get(:w, k) end)
 # Clock ticks are 10 ms (USER_HZ 100): CPU us per op.
 cpu = fn ticks -> Float.round(ticks * 10_000 / n, 1) end

@@ -246,7 +246,7 @@ defmodule LiteStash.Bench.Report do
 
   defp probe_line(workload, probe, limit) do
     :io_lib.format("~-42s ~10s  (target < ~B us)  ~s~n", [
-      "probe p99 wake-up delay during #{workload}",
+      "high-priority probe p99 during #{workload}",
       us(probe),
       limit,
       if(probe, do: verdict(probe < limit), else: "not measured")
@@ -290,15 +290,16 @@ defmodule LiteStash.Bench.Report do
 
   @probe_columns "  ~-12s ~10s ~10s ~10s ~10s~n"
 
-  defp extras(config, report) do
-    probes =
-      for label <- report.order do
-        m = report.main[label]
+  defp probe_rows(report, keys) do
+    for label <- report.order do
+      m = report.main[label]
+      :io_lib.format(@probe_columns, [label | Enum.map(keys, &us(Map.get(m, &1)))])
+    end
+  end
 
-        :io_lib.format(@probe_columns, [
-          label | Enum.map([m.probe_w2, m.probe_w3, m.probe_w4, m.probe_w5], &us/1)
-        ])
-      end
+  defp extras(config, report) do
+    probes = probe_rows(report, [:probe_w2, :probe_w3, :probe_w4, :probe_w5])
+    queued = probe_rows(report, [:queued_w2, :queued_w3, :queued_w4, :queued_w5])
 
     sync_probe =
       case report.sync do
@@ -311,10 +312,14 @@ defmodule LiteStash.Bench.Report do
 
     [
       "== Responsiveness: p99 wake-up delay (us) of a process sleeping 1 ms ==\n",
+      "  at high priority: late only while a scheduler is held (a NIF, a GC)\n",
       :io_lib.format("  idle: ~s us~n", [us(report.idle_probe_us)]),
       :io_lib.format(@probe_columns, ["during", "W2", "W3", "W4", "W5"]),
       probes,
       sync_probe,
+      "  at normal priority: also waiting its turn behind the workload's runnable processes\n",
+      :io_lib.format(@probe_columns, ["during", "W2", "W3", "W4", "W5"]),
+      queued,
       "\n== Disk and memory (LiteStash) ==\n",
       wal_lines(report),
       rss_line(config, report)

@@ -224,11 +224,19 @@ defmodule LiteStash.Bench.Workloads do
 
   @doc """
   Starts a process that sleeps 1 ms in a loop and records how late it
-  wakes up: a NIF that holds a normal scheduler shows up as delay here.
-  Stop it with `stop_probe/1`.
+  wakes up; stop it with `stop_probe/1`.
+
+  At `:high` priority (the default, as in the scheduler test) the probe
+  runs as soon as its timer fires unless a scheduler is held by something
+  that does not yield (a NIF, a garbage collection): its lateness is what
+  blocks a scheduler. At `:normal` priority it also waits its turn behind
+  every runnable process of the workload, so with 64 or 1,024 busy callers
+  its lateness is mostly the run queue's length, for any store.
   """
-  @spec start_probe() :: pid()
-  def start_probe, do: spawn_link(fn -> probe([]) end)
+  @spec start_probe(:high | :normal) :: pid()
+  def start_probe(priority \\ :high) do
+    Process.spawn(fn -> probe([]) end, [:link, priority: priority])
+  end
 
   @doc """
   Runs `fun` with a probe (`start_probe/0`) running; returns `{fun's
@@ -239,6 +247,20 @@ defmodule LiteStash.Bench.Workloads do
     probe = start_probe()
     result = fun.()
     {result, stop_probe(probe)}
+  end
+
+  @doc """
+  Runs `fun` with two probes, at `:high` and at `:normal` priority (see
+  `start_probe/1`); returns `{fun's result, the high-priority probe's p99,
+  the normal-priority probe's p99}`, in microseconds.
+  """
+  @spec probed_both((() -> result)) :: {result, float() | nil, float() | nil}
+        when result: term()
+  def probed_both(fun) do
+    high = start_probe(:high)
+    normal = start_probe(:normal)
+    result = fun.()
+    {result, stop_probe(high), stop_probe(normal)}
   end
 
   @doc "Stops a probe; returns the p99 of its wake-up delays in microseconds."

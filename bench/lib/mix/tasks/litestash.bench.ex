@@ -95,9 +95,11 @@ defmodule Mix.Tasks.Litestash.Bench do
   their own write, share per commit of a file on average: 64 / 16), and
   reads them back in random order.
 
-  While W2, W3, W4 and W5 run, a probe process sleeping 1 ms in a loop
-  records how late it wakes up (its p99 is reported per store and
-  workload): a call that holds a normal scheduler shows up there. During
+  While W2, W3, W4 and W5 run, a probe process sleeping 1 ms in a loop at
+  high priority records how late it wakes up (its p99 is reported per
+  store and workload): a call that holds a normal scheduler shows up
+  there. A second probe at normal priority shows how long a process waits
+  its turn behind the workload's runnable callers. During
   W3 LiteStash's WAL files are sampled every 20 ms. The VM's resident
   memory is read after LiteStash's W1 at the largest scale.
 
@@ -337,7 +339,17 @@ defmodule Mix.Tasks.Litestash.Bench do
             nil
 
           {key, present}
-          when key in [:idle_probe_us, :probe_w2, :probe_w3, :probe_w4, :probe_w5] ->
+          when key in [
+                 :idle_probe_us,
+                 :probe_w2,
+                 :probe_w3,
+                 :probe_w4,
+                 :probe_w5,
+                 :queued_w2,
+                 :queued_w3,
+                 :queued_w4,
+                 :queued_w5
+               ] ->
             Enum.min(present)
 
           {key, present} when key in [:wal_w1, :wal_w3, :wal_after_w1, :wal_during] ->
@@ -400,12 +412,17 @@ defmodule Mix.Tasks.Litestash.Bench do
         each(opened, "W3, #{procs} processes", fn store, handle, dir ->
           watch = if litestash?(store), do: Workloads.start_wal_watch(dir)
 
-          {w3, probe} =
-            Workloads.probed(fn ->
+          {w3, probe, queued} =
+            Workloads.probed_both(fn ->
               Workloads.put_concurrent(store, handle, (n + 1)..(2 * n), :small, procs)
             end)
 
-          %{w3: w3, probe_w3: probe, wal_w3: watch && Workloads.stop_wal_watch(watch)}
+          %{
+            w3: w3,
+            probe_w3: probe,
+            queued_w3: queued,
+            wal_w3: watch && Workloads.stop_wal_watch(watch)
+          }
         end)
 
       raw_batched = raw(config, n, "w1x1000", nil)
@@ -413,10 +430,12 @@ defmodule Mix.Tasks.Litestash.Bench do
 
       w4 =
         each(opened, "W4, #{procs} processes", fn store, handle, _ ->
-          {w4, probe} =
-            Workloads.probed(fn -> Workloads.get_concurrent(store, handle, order, procs) end)
+          {w4, probe, queued} =
+            Workloads.probed_both(fn ->
+              Workloads.get_concurrent(store, handle, order, procs)
+            end)
 
-          %{w4: w4, probe_w4: probe}
+          %{w4: w4, probe_w4: probe, queued_w4: queued}
         end)
 
       w5 = run_w5(config, opened)
@@ -446,10 +465,12 @@ defmodule Mix.Tasks.Litestash.Bench do
     ids = (2 * n + 1)..(2 * n + procs * each_)
 
     each(opened, "W5, #{int(procs)} processes x #{each_} new keys", fn store, handle, _ ->
-      {w5, probe} =
-        Workloads.probed(fn -> Workloads.put_concurrent(store, handle, ids, :small, procs) end)
+      {w5, probe, queued} =
+        Workloads.probed_both(fn ->
+          Workloads.put_concurrent(store, handle, ids, :small, procs)
+        end)
 
-      %{w5: w5, probe_w5: probe}
+      %{w5: w5, probe_w5: probe, queued_w5: queued}
     end)
   end
 
@@ -466,8 +487,10 @@ defmodule Mix.Tasks.Litestash.Bench do
 
     w2 =
       each(opened, "W2 #{label}", fn store, handle, _ ->
-        {w2, probe} = Workloads.probed(fn -> Workloads.get_sequential(store, handle, order) end)
-        %{w2: w2, probe_w2: probe}
+        {w2, probe, queued} =
+          Workloads.probed_both(fn -> Workloads.get_sequential(store, handle, order) end)
+
+        %{w2: w2, probe_w2: probe, queued_w2: queued}
       end)
 
     {w1, w2, raw_w1, raw(config, n, "w2", raw_dir)}
