@@ -353,13 +353,16 @@ defmodule LiteStash do
   A child spec, so that `{LiteStash, opts}` can go in a supervision tree.
   The child's id is the store's name (`LiteStash` for an anonymous store:
   give two anonymous stores under one supervisor ids of their own with
-  `Supervisor.child_spec/2`).
+  `Supervisor.child_spec/2`). The child is `restart: :transient`: its
+  supervisor starts it again after a crash, but a store ended by `stop/1`
+  stays stopped, as `stop/1` says.
   """
   @spec child_spec([option()]) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{
       id: Keyword.get(opts, :name, __MODULE__) || __MODULE__,
       start: {__MODULE__, :start_link, [opts]},
+      restart: :transient,
       type: :worker
     }
   end

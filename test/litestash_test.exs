@@ -6,19 +6,6 @@ defmodule LiteStashTest do
 
   @moduletag :tmp_dir
 
-  describe "the seed's usage example" do
-    test "runs verbatim on the default store name", %{tmp_dir: dir} do
-      {:ok, _pid} = LiteStash.start_link(data_dir: dir)
-      on_exit(fn -> stop_quietly(LiteStash) end)
-
-      :ok = LiteStash.set("user:1001", %{name: "Alice", score: 99})
-      assert LiteStash.get("user:1001") == {:ok, %{"name" => "Alice", "score" => 99}}
-
-      :ok = LiteStash.set("vec:1", [0.1, 0.5, 0.9])
-      assert LiteStash.get("vec:1") == {:ok, [0.1, 0.5, 0.9]}
-    end
-  end
-
   describe "get/2" do
     test "a missing key is :not_found and a stored nil is {:ok, nil}", %{tmp_dir: dir} do
       s = start_store!(dir)

@@ -25,15 +25,6 @@ defmodule LiteStash.UpdateTest do
       assert_raise Error, ~r/no LiteStash store/, fn -> LiteStash.get(s, "v", 0) end
       assert_raise Error, ~r/no LiteStash store/, fn -> LiteStash.fetch(s, "v") end
     end
-
-    test "fetch/1 reads the default store", %{tmp_dir: dir} do
-      {:ok, _} = LiteStash.start_link(data_dir: dir)
-      on_exit(fn -> stop_quietly(LiteStash) end)
-      :ok = LiteStash.set("k", "v")
-      assert LiteStash.fetch("k") == {:ok, "v"}
-      assert LiteStash.fetch("nope") == :error
-      assert LiteStash.get(LiteStash, "nope", :default) == :default
-    end
   end
 
   describe "update/4" do
