@@ -1115,7 +1115,9 @@ defmodule LiteStash do
   between its other writes, so the store keeps serving. A file created
   without incremental vacuum (by an older writer) is converted first with
   one full `VACUUM`, which holds that shard's writes for its duration.
-  Returns `:ok` when every shard is done.
+  Returns `:ok` when every shard is done. On a cluster member it compacts
+  that member's own files (compaction changes no key, so it goes through
+  no Raft log); call it on each member.
   """
   @spec compact(server()) :: :ok | {:error, Error.t()}
   def compact(server \\ __MODULE__) do
