@@ -93,5 +93,14 @@ no-test-hooks: elixir
 
 # The benchmark, its own Mix project in bench/ (a path dependency on this
 # one): `make bench ARGS="--quick"` passes options; `ARGS=--help` lists them.
-bench: elixir
+# The benchmark, then the replicated figures (three local member nodes
+# against one node, and failover times: examples/cluster_bench.exs, about
+# 40 s, with Ra from `make ra`); `make bench ARGS=--help` prints the
+# benchmark's options only, and CLUSTER_ARGS passes the cluster run's
+# (--w1 N, --w3 N, --kills N).
+bench: export ERL_LIBS := $(abspath $(RA_DIR))$(if $(ERL_LIBS),:$(ERL_LIBS))
+bench: elixir ra
 	cd bench && MIX_ENV=prod mix litestash.bench $(ARGS)
+	@case " $(ARGS) " in *" --help "*|*" -h "*) ;; *) \
+	  echo "==> replicated writes: three local member nodes against one node (examples/cluster_bench.exs)"; \
+	  MIX_ENV=test mix run examples/cluster_bench.exs $(CLUSTER_ARGS);; esac
