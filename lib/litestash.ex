@@ -551,8 +551,8 @@ defmodule LiteStash do
   any expiry of the keys it writes.
   """
   @spec mset(server(), %{key() => value()} | [{key(), value()}]) :: :ok | {:error, Error.t()}
-  def mset(server \\ __MODULE__, pairs) when is_map(pairs) or is_list(pairs) do
-    pairs = Enum.map(pairs, fn {key, value} -> {Args.key!(key), value} end)
+  def mset(server \\ __MODULE__, pairs) do
+    pairs = Args.pairs!(pairs, "mset/2")
 
     if clustered?(server),
       do: LiteStash.Cluster.mset(server, pairs),
@@ -653,8 +653,8 @@ defmodule LiteStash do
   """
   @spec mget(server(), [key()]) ::
           {:ok, %{key() => value() | {:error, Error.t()}}} | {:error, Error.t()}
-  def mget(server \\ __MODULE__, keys) when is_list(keys) do
-    keys = Enum.map(keys, &Args.key!/1)
+  def mget(server \\ __MODULE__, keys) do
+    keys = Args.keys!(keys, "mget/2")
 
     if clustered?(server),
       do: LiteStash.Cluster.mget(server, keys),
@@ -1032,8 +1032,8 @@ defmodule LiteStash do
       {:ok, ["more", "new"]}
   """
   @spec update(server(), key(), value(), (value() -> value())) :: :ok | {:error, Error.t()}
-  def update(server \\ __MODULE__, key, default, fun) when is_function(fun, 1),
-    do: LiteStash.Update.update(server, Args.key!(key), default, fun)
+  def update(server \\ __MODULE__, key, default, fun),
+    do: LiteStash.Update.update(server, Args.key!(key), default, Args.fun!(fun, "update/4"))
 
   @doc """
   Calls `fun` with the value of `key` (`nil` when it is not stored), which
@@ -1054,8 +1054,9 @@ defmodule LiteStash do
   @spec get_and_update(server(), key(), (value() | nil -> {result, value()})) ::
           {:ok, result} | {:error, Error.t()}
         when result: term()
-  def get_and_update(server \\ __MODULE__, key, fun) when is_function(fun, 1),
-    do: LiteStash.Update.get_and_update(server, Args.key!(key), fun)
+  def get_and_update(server \\ __MODULE__, key, fun),
+    do:
+      LiteStash.Update.get_and_update(server, Args.key!(key), Args.fun!(fun, "get_and_update/3"))
 
   ## Backup and maintenance
 

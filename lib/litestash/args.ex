@@ -130,4 +130,41 @@ defmodule LiteStash.Args do
   end
 
   def not_a_key!(_first, _fun), do: :ok
+
+  @doc "The keys of `fun` (mget): a list of binaries."
+  @spec keys!(term(), String.t()) :: [binary()]
+  def keys!(keys, _fun) when is_list(keys) do
+    Enum.map(keys, &key!/1)
+  end
+
+  def keys!(keys, fun) do
+    raise ArgumentError, "#{fun}'s keys must be a list of binaries, got: #{inspect(keys)}"
+  end
+
+  @doc "The pairs of `fun` (mset): a map or a list of `{key, value}` tuples, keys binaries."
+  @spec pairs!(term(), String.t()) :: [{binary(), term()}]
+  def pairs!(pairs, fun) when is_map(pairs) or is_list(pairs) do
+    Enum.map(pairs, fn
+      {key, value} ->
+        {key!(key), value}
+
+      other ->
+        raise ArgumentError,
+              "#{fun} takes a map or a list of {key, value} tuples, got the element " <>
+                inspect(other)
+    end)
+  end
+
+  def pairs!(pairs, fun) do
+    raise ArgumentError,
+          "#{fun} takes a map or a list of {key, value} tuples, got: #{inspect(pairs)}"
+  end
+
+  @doc "A function of one argument given to `fun`."
+  @spec fun!(term(), String.t()) :: (term() -> term())
+  def fun!(f, _fun) when is_function(f, 1), do: f
+
+  def fun!(f, fun) do
+    raise ArgumentError, "#{fun}'s fun must be a function of one argument, got: #{inspect(f)}"
+  end
 end

@@ -120,4 +120,37 @@ defmodule LiteStash.ArgumentsTest do
                    end
     end
   end
+
+  test "mget's keys, mset's pairs and update's fun of the wrong kind say so", %{store: s} do
+    assert_raise ArgumentError, ~r"mget/2's keys must be a list of binaries, got: \"k\"", fn ->
+      LiteStash.mget(s, "k")
+    end
+
+    assert_raise ArgumentError, ~r"a LiteStash key must be a binary.*got: :k", fn ->
+      LiteStash.mget(s, ["a", :k])
+    end
+
+    assert_raise ArgumentError,
+                 ~r"mset/2 takes a map or a list of \{key, value\} tuples, got: \"x\"",
+                 fn -> LiteStash.mset(s, "x") end
+
+    assert_raise ArgumentError, ~r"mset/2 takes .* got the element \"x\"", fn ->
+      LiteStash.mset(s, [{"a", 1}, "x"])
+    end
+
+    assert_raise ArgumentError, ~r"a LiteStash key must be a binary.*got: 1", fn ->
+      LiteStash.mset(s, %{1 => 2})
+    end
+
+    assert_raise ArgumentError, ~r"update/4's fun must be a function of one argument", fn ->
+      LiteStash.update(s, "k", 0, "notfun")
+    end
+
+    assert_raise ArgumentError,
+                 ~r"get_and_update/3's fun must be a function of one argument, got: :x",
+                 fn -> LiteStash.get_and_update(s, "k", :x) end
+
+    # Nothing was written by the refused calls.
+    assert LiteStash.count(s) == {:ok, 0}
+  end
 end
