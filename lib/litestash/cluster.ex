@@ -247,10 +247,25 @@ defmodule LiteStash.Cluster do
   def mset(name, pairs) do
     config = config!(name)
 
-    with {:ok, by_shard} <- group_by_shard(pairs, &elem(&1, 0)) do
+    with {:ok, pairs} <- storable(pairs),
+         {:ok, by_shard} <- group_by_shard(pairs, &elem(&1, 0)) do
       Enum.reduce_while(by_shard, :ok, fn {shard, pairs}, :ok ->
         ops = for {key, value} <- pairs, do: {:set, key, value, nil}
         all_ok(command(config, shard, ops, true))
+      end)
+    end
+  end
+
+  # Every value of an mset checked (structs encoded) before any shard's
+  # entry is sent: one bad value refuses the whole call, as on one node,
+  # rather than after the shards before it committed.
+  defp storable(pairs) do
+    with {:ok, pairs} <- LiteStash.Encoder.Deep.encode(pairs) do
+      Enum.find_value(pairs, {:ok, pairs}, fn {_key, value} ->
+        case LiteStash.Native.encode_value(value) do
+          {:ok, _bytes} -> nil
+          {:error, _} = error -> error
+        end
       end)
     end
   end

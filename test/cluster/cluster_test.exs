@@ -51,6 +51,13 @@ defmodule LiteStash.ClusterTest do
     # (A remote fun: the members do not have this test module's code.)
     assert :ok = rpc(hd(members), :update, ["tags", ["a", "b"], &Enum.reverse/1])
     assert :ok = rpc(Enum.at(members, 1), :update, ["tags", ["a", "b"], &Enum.reverse/1])
+    # One bad value refuses the whole mset, on every shard (the count
+    # below finds none of the good keys).
+    good = for i <- 1..40, do: {"m#{i}", i}
+
+    assert {:error, %LiteStash.Error{reason: :unsupported_value}} =
+             rpc(hd(members), :mset, [good ++ [{"bad", {:a, :tuple}}]])
+
     # Compaction changes no key: each member compacts its own files.
     assert :ok = rpc(Enum.at(members, 1), :compact, [])
 
