@@ -104,7 +104,8 @@ defmodule LiteStash do
       loss too. Group commit shares a flush among the writes committed
       together, so `:full` costs least under concurrency.
     * `:busy_timeout` - milliseconds a write waits for another OS process's
-      lock on a shard file before it fails with `:busy`. Default `30_000`.
+      lock on a shard file before it fails with `:busy`, counted from its
+      call, however many writes queued with it. Default `30_000`.
     * `:max_page_count` - caps every shard file at this many 4 KiB pages, so
       that writes past it fail with `:disk_full`: for testing how your
       application handles a full disk. Default `nil` (no cap).

@@ -47,9 +47,11 @@ fn callers_behind_a_held_lock_all_hear_busy_within_about_one_busy_timeout() {
     for _ in 0..300 {
         let (kind, at) = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
         assert_eq!(kind, Some(ErrorKind::Busy));
-        // Once for the writer's first batch, once for what queued meanwhile.
+        // One busy timeout from its call, plus a margin for this machine:
+        // what queued during the first batch's wait waits only what is left
+        // of its own, not a second full one.
         assert!(
-            at - called < TIMEOUT * 4,
+            at - called < TIMEOUT * 3 / 2,
             "answered after {:?}",
             at - called
         );

@@ -104,6 +104,7 @@ pub(crate) fn spawn(
         next_sweep: Instant::now() + options.sweep_interval,
         next_truncate: Instant::now(),
         busy_timeout: options.busy_timeout,
+        lock_wait_cut: false,
         last_busy: None,
         compacting: Vec::new(),
         hook,
@@ -250,6 +251,9 @@ pub(crate) struct Writer {
     next_truncate: Instant,
     /// The connection's busy timeout, restored after a checkpoint.
     busy_timeout: Duration,
+    /// The connection waits less than `busy_timeout` for the lock: a batch
+    /// cut it to what was left of its oldest job's.
+    lock_wait_cut: bool,
     /// When the last transaction that timed out waiting for the file's
     /// lock (another process held it) began, and its error; `None` once a
     /// transaction gets the lock. Jobs queued before that moment have
@@ -304,6 +308,7 @@ impl Writer {
     /// Commits one write on its own (inline) and reports it: its answer. A
     /// panic while committing is an `Internal` error and the writer goes on.
     fn commit_one(&mut self, op: &Op) -> Result<Outcome> {
+        self.wait_for_lock_at_most(self.busy_timeout);
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| match op {
             // A snapshot is installed outside any transaction.
@@ -395,13 +400,42 @@ impl Writer {
         if batch.is_empty() {
             return answers;
         }
+        // The batch waits for the file's lock no longer than what is left
+        // of its oldest job's busy timeout, so that no caller waits more
+        // than about one busy timeout from its call, however many batches
+        // meet the lock held.
+        let left = batch
+            .iter()
+            .map(|job| self.busy_timeout.saturating_sub(job.queued_at.elapsed()))
+            .min()
+            .unwrap_or(self.busy_timeout);
+        self.wait_for_lock_at_most(left);
+        answers.extend(self.commit_jobs(batch));
+        self.wait_for_lock_at_most(self.busy_timeout);
+        answers
+    }
+
+    /// Sets how long the next transaction waits for the file's lock: `left`
+    /// when it is less than the busy timeout, else the busy timeout (also
+    /// after a panic left it cut).
+    fn wait_for_lock_at_most(&mut self, left: Duration) {
+        let cut = left < self.busy_timeout;
+        if (cut || self.lock_wait_cut)
+            && self.conn.busy_timeout(left.min(self.busy_timeout)).is_ok()
+        {
+            self.lock_wait_cut = cut;
+        }
+    }
+
+    /// Commits the jobs of `batch` (no compaction or install among them)
+    /// in one transaction, each in its savepoint; their answers.
+    fn commit_jobs(&mut self, batch: Vec<Job>) -> Vec<(Reply, Result<Outcome>)> {
         let started = Instant::now();
         if batch.len() == 1 {
             let op = &batch[0].op;
             let result = self.commit_with_room(Need::of([op]), |w| w.apply(op));
             self.note_lock(started, &result);
-            answers.extend(pair(batch, vec![result]));
-            return answers;
+            return pair(batch, vec![result]);
         }
         let together = self.commit_with_room(Need::of(batch.iter().map(|j| &j.op)), |w| {
             batch
@@ -437,8 +471,7 @@ impl Writer {
                 results
             }
         };
-        answers.extend(pair(batch, results));
-        answers
+        pair(batch, results)
     }
 
     /// Takes out of `batch` the jobs queued before the last transaction
