@@ -388,6 +388,48 @@ fn inspecting_a_dir_left_with_a_wal_changes_no_byte_of_any_file() {
     assert!(every_byte(live.path()) == before, "files changed");
 }
 
+/// Set in the child process of the next test, which runs as `nobody`.
+const AS_NOBODY: &str = "LITESTASH_TEST_OPEN_AS_NOBODY";
+
+#[test]
+fn a_shard_file_another_user_owns_is_refused_at_open_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = std::env::var_os(AS_NOBODY) {
+        // The child, as `nobody`: the files are root's, mode 0644.
+        let err = Store::open(std::path::Path::new(&dir), Options::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+        assert!(err.message().contains("no write permission"), "{err}");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: a file of another user cannot be made here; left out");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    Store::open(tmp.path(), Options::default()).unwrap().close();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(tmp.path());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_shard_file_another_user_owns_is_refused_at_open_naming_it",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(AS_NOBODY, tmp.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the child as nobody failed:\n{text}");
+    assert!(text.contains("1 passed"), "{text}");
+    assert_eq!(changes(&before, &snapshot(tmp.path())), "");
+}
+
 #[test]
 fn a_read_only_shard_file_is_refused_at_open_naming_it_even_for_root() {
     use std::os::unix::fs::PermissionsExt;

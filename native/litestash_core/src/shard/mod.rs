@@ -211,9 +211,12 @@ impl ShardFile {
     }
 
     /// Refuses a file, or its -wal or -shm, that has no write permission
-    /// bit at all. By its mode, not by `access(2)`: root may write any
-    /// file, and a store opened by root on a file set read-only would then
-    /// work in part and leave its -wal and -shm with that mode.
+    /// bit at all, or that this process may not write. By its mode as well
+    /// as by `access(2)`: root may write any file, and a store opened by
+    /// root on a file set read-only would then work in part and leave its
+    /// -wal and -shm with that mode; another user's file without write
+    /// permission for us SQLite would open read-only, and half the store
+    /// would refuse its writes.
     fn check_writable(&self) -> Result<()> {
         for path in [
             self.path.clone(),
@@ -221,7 +224,7 @@ impl ShardFile {
             beside(&self.path, "-shm"),
         ] {
             match std::fs::metadata(&path) {
-                Ok(meta) if meta.permissions().readonly() => {
+                Ok(meta) if meta.permissions().readonly() || !writable_by_this_process(&path) => {
                     return Err(Error::new(
                         ErrorKind::ReadOnly,
                         format!(
@@ -529,6 +532,18 @@ pub(crate) fn value_bytes(column: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
 enum Identity {
     Empty,
     Current,
+}
+
+/// Whether this process may write `path` (`access(2)` with `W_OK`): false
+/// for a user other than root on a file another user owns without giving
+/// it write permission, which SQLite would open read-only without a word.
+fn writable_by_this_process(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: a NUL-terminated path that lives across the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
 #[cfg(test)]
