@@ -104,7 +104,8 @@ pub(crate) fn spawn(
         next_sweep: Instant::now() + options.sweep_interval,
         next_truncate: Instant::now(),
         busy_timeout: options.busy_timeout,
-        lock_wait_cut: false,
+        lock_wait: options.busy_timeout,
+        lock_deadline: None,
         last_busy: None,
         compacting: Vec::new(),
         hook,
@@ -251,9 +252,11 @@ pub(crate) struct Writer {
     next_truncate: Instant,
     /// The connection's busy timeout, restored after a checkpoint.
     busy_timeout: Duration,
-    /// The connection waits less than `busy_timeout` for the lock: a batch
-    /// cut it to what was left of its oldest job's.
-    lock_wait_cut: bool,
+    /// How long the connection waits for the file's lock, as set now.
+    lock_wait: Duration,
+    /// When the jobs in hand must have the lock: their oldest's call plus
+    /// `busy_timeout`. Each transaction for them waits no longer.
+    lock_deadline: Option<Instant>,
     /// When the last transaction that timed out waiting for the file's
     /// lock (another process held it) began, and its error; `None` once a
     /// transaction gets the lock. Jobs queued before that moment have
@@ -308,7 +311,8 @@ impl Writer {
     /// Commits one write on its own (inline) and reports it: its answer. A
     /// panic while committing is an `Internal` error and the writer goes on.
     fn commit_one(&mut self, op: &Op) -> Result<Outcome> {
-        self.wait_for_lock_at_most(self.busy_timeout);
+        // Inline: no queue wait, the whole busy timeout.
+        self.lock_deadline = None;
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| match op {
             // A snapshot is installed outside any transaction.
@@ -400,31 +404,28 @@ impl Writer {
         if batch.is_empty() {
             return answers;
         }
-        // The batch waits for the file's lock no longer than what is left
-        // of its oldest job's busy timeout, so that no caller waits more
-        // than about one busy timeout from its call, however many batches
-        // meet the lock held.
-        let left = batch
+        // No caller waits for the file's lock more than about one busy
+        // timeout from its call, however many batches meet the lock held:
+        // every transaction for this batch (retries included) waits only
+        // what is left of its oldest job's.
+        self.lock_deadline = batch
             .iter()
-            .map(|job| self.busy_timeout.saturating_sub(job.queued_at.elapsed()))
+            .map(|job| job.queued_at)
             .min()
-            .unwrap_or(self.busy_timeout);
-        self.wait_for_lock_at_most(left);
+            .and_then(|oldest| oldest.checked_add(self.busy_timeout));
         answers.extend(self.commit_jobs(batch));
-        self.wait_for_lock_at_most(self.busy_timeout);
+        self.lock_deadline = None;
         answers
     }
 
-    /// Sets how long the next transaction waits for the file's lock: `left`
-    /// when it is less than the busy timeout, else the busy timeout (also
-    /// after a panic left it cut).
-    fn wait_for_lock_at_most(&mut self, left: Duration) {
-        let cut = left < self.busy_timeout;
-        if (cut || self.lock_wait_cut)
-            && self.conn.busy_timeout(left.min(self.busy_timeout)).is_ok()
-        {
-            self.lock_wait_cut = cut;
+    /// Sets how long the connection waits for the file's lock, when that
+    /// changes.
+    pub(super) fn wait_for_lock(&mut self, wait: Duration) -> Result<()> {
+        if wait != self.lock_wait {
+            self.conn.busy_timeout(wait).map_err(|e| self.file.err(e))?;
+            self.lock_wait = wait;
         }
+        Ok(())
     }
 
     /// Commits the jobs of `batch` (no compaction or install among them)
@@ -513,6 +514,12 @@ impl Writer {
     fn transaction<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         // Whatever left a transaction open, this one starts clean.
         self.abandon_transaction();
+        if !self.brief {
+            let wait = self.lock_deadline.map_or(self.busy_timeout, |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            });
+            self.wait_for_lock(wait.min(self.busy_timeout))?;
+        }
         let disk = Arc::clone(&self.disk);
         let _room = disk.commit_gate();
         self.exec(sql::BEGIN_WRITE)?;

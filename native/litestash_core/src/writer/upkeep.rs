@@ -186,15 +186,11 @@ impl Writer {
         if self.brief {
             return f(self);
         }
-        self.conn
-            .busy_timeout(CHECKPOINT_WAIT)
-            .map_err(|e| self.file.err(e))?;
+        self.wait_for_lock(CHECKPOINT_WAIT)?;
         self.brief = true;
         let result = f(self);
         self.brief = false;
-        self.conn
-            .busy_timeout(self.busy_timeout)
-            .map_err(|e| self.file.err(e))?;
+        self.wait_for_lock(self.busy_timeout)?;
         result
     }
 }
