@@ -92,12 +92,11 @@ no-test-hooks: elixir
 	@echo "==> no test hooks in priv/native/litestash_nif.so"
 
 # The benchmark, its own Mix project in bench/ (a path dependency on this
-# one): `make bench ARGS="--quick"` passes options; `ARGS=--help` lists them.
-# The benchmark, then the replicated figures (three local member nodes
+# one): `make bench ARGS="--quick"` passes options; `ARGS=--help` lists them
+# and runs nothing. Then the replicated figures (three local member nodes
 # against one node, and failover times: examples/cluster_bench.exs, about
-# 40 s, with Ra from `make ra`); `make bench ARGS=--help` prints the
-# benchmark's options only, and CLUSTER_ARGS passes the cluster run's
-# (--w1 N, --w3 N, --kills N).
+# 40 s, with Ra from `make ra`); CLUSTER_ARGS passes its options (--w1 N,
+# --w3 N, --kills N).
 bench: export ERL_LIBS := $(abspath $(RA_DIR))$(if $(ERL_LIBS),:$(ERL_LIBS))
 bench: elixir ra
 	cd bench && MIX_ENV=prod mix litestash.bench $(ARGS)
