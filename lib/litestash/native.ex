@@ -101,6 +101,11 @@ defmodule LiteStash.Native do
 
   def error_reasons, do: err()
 
+  ## slices.rs
+
+  def slices_measure(_on?), do: err()
+  def slices_take, do: err()
+
   ## test_hooks.rs (only in the :test build)
 
   def debug_poison_locks(_store), do: err()

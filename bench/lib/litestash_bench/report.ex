@@ -26,6 +26,8 @@ defmodule LiteStash.Bench.Report do
   (`nil` when it did not run).
   """
   @spec render(map(), map() | nil, Maintenance.result() | nil) :: iodata()
+  def render(config, nil, nil), do: header(config)
+
   def render(config, nil, maintenance) do
     [header(config), "\n", Maintenance.render(maintenance)]
   end

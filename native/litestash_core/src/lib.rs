@@ -16,7 +16,8 @@
 //! through a [`Reply`] (`reply.rs`), reporting [`Event`]s (`event.rs`);
 //! `shard/` is one file and every SQL text; `key.rs` and `codec.rs` are the
 //! contract's hashing, routing and MessagePack; `error.rs` and
-//! `options.rs` the vocabulary of failures and settings.
+//! `options.rs` the vocabulary of failures and settings; `histogram.rs`
+//! a lock-free histogram of durations the NIF times its calls with.
 //!
 //! ```
 //! use litestash_core::{Options, Store, Value};
@@ -39,6 +40,7 @@ mod data_dir;
 mod disk;
 mod error;
 mod event;
+mod histogram;
 mod key;
 mod locks;
 mod open_dirs;
@@ -63,6 +65,7 @@ pub use codec::{
 pub use disk::RESERVE_FILE;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventHook};
+pub use histogram::{Durations, Histogram};
 pub use key::{
     key_hash, route, table_names, validate, Key, Route, MAX_KEY_BYTES, SHARDS, SHARD_COUNT,
 };

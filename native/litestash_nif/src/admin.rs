@@ -85,6 +85,8 @@ impl OpenOptions {
 /// The number of shard files of a data dir.
 #[rustler::nif]
 fn shard_count() -> usize {
+    let _slice = crate::slices::Slice::start();
+
     SHARD_COUNT
 }
 
@@ -128,6 +130,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
 /// is closed and its data dir released, even if it never ran `terminate`.
 #[rustler::nif]
 fn monitor_owner(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         Ok(match env.monitor(&store, &env.pid()) {
             Some(_) => atom::ok().encode(env),
@@ -193,6 +197,8 @@ fn shard_info<'a>(env: Env<'a>, info: &litestash_core::ShardInfo) -> NifResult<T
 /// Bytes SQLite has allocated in this process, over every store.
 #[rustler::nif]
 fn sqlite_memory_used() -> u64 {
+    let _slice = crate::slices::Slice::start();
+
     litestash_core::sqlite_memory_used()
 }
 

@@ -69,6 +69,8 @@ pub fn ok_or_error(env: Env, attempt: Result<(), Error>) -> Term {
 /// `LiteStash.Error`'s documented list equal to it.
 #[rustler::nif]
 fn error_reasons(env: Env) -> NifResult<Term> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         let names: Vec<Term> = ErrorKind::ALL
             .iter()

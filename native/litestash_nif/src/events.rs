@@ -65,6 +65,7 @@ fn set_event_receiver(
     store: ResourceArc<StoreResource>,
     pid: Option<LocalPid>,
 ) -> NifResult<Term> {
+    let _slice = crate::slices::Slice::start();
     guard(env, || {
         let flow = Arc::clone(&store.events);
         flow.receiving.store(pid.is_some(), Ordering::Release);
@@ -120,6 +121,8 @@ fn set_event_receiver(
 /// `stop/1` does first, so that the events still queued take no time).
 #[rustler::nif]
 fn event_handled(store: ResourceArc<StoreResource>) -> bool {
+    let _slice = crate::slices::Slice::start();
+
     let flow = &store.events;
     let _ = flow
         .in_flight

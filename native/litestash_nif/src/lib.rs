@@ -3,12 +3,18 @@
 //!
 //! One file per domain: `resource.rs` (what Elixir holds), `registry.rs`
 //! (stores by name and owner), `admin.rs` (open, close, info, backup,
-//! inspect), `read.rs` (reads on dirty IO schedulers), `write.rs` (writes:
-//! queued from the caller's scheduler or committed inline on a dirty IO
-//! one, in one call), `reply.rs` (answers by message), `events.rs` (the
-//! writers' telemetry), `contract.rs` (the value encoding alone), `term.rs`
-//! (terms to values and back), `error.rs` (errors as data), and
-//! `test_hooks.rs` (only with the `test-hooks` feature).
+//! inspect), `read.rs` (reads: the value cache on the caller's scheduler,
+//! the files on dirty IO ones), `write.rs` (writes: queued from the
+//! caller's scheduler or committed inline on a dirty IO one, in one call),
+//! `replica.rs` (a replica's primitives), `reply.rs` (answers by message),
+//! `events.rs` (the writers' telemetry), `contract.rs` (the value encoding
+//! alone), `term.rs` (terms to values and back), `schedule.rs` (continuing
+//! a call on a dirty IO scheduler), `slices.rs` (how long calls hold the
+//! caller's scheduler), `error.rs` (errors as data), and `test_hooks.rs`
+//! (only with the `test-hooks` feature).
+//!
+//! Every NIF that runs on the caller's (normal) scheduler starts a
+//! `slices::Slice` first, so that the benchmark can time each of them.
 
 mod admin;
 mod contract;
@@ -20,6 +26,7 @@ mod replica;
 mod reply;
 mod resource;
 mod schedule;
+mod slices;
 mod term;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;

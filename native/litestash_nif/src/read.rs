@@ -48,6 +48,8 @@ macro_rules! key_read {
 
         #[rustler::nif]
         fn $name<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
+            let _slice = crate::slices::Slice::start();
+
             guard(env, || {
                 // The continuation gets the handle: no second registry look-up.
                 let server = match resolve(server) {

@@ -51,18 +51,19 @@ pub fn resolve(server: Term) -> Result<ResourceArc<StoreResource>, Error> {
     if let Ok(store) = server.decode::<ResourceArc<StoreResource>>() {
         return Ok(store);
     }
-    let (found, shown) = if let Ok(name) = server.decode::<Atom>() {
+    // The server is shown (a string built) only when no store is found.
+    let (found, shown): (_, fn(Term) -> String) = if let Ok(name) = server.decode::<Atom>() {
         let found = read()
             .iter()
             .find(|entry| entry.name == Some(name))
             .map(|entry| entry.store.clone());
-        (found, shown_atom(server))
+        (found, shown_atom)
     } else if let Ok(pid) = server.decode::<LocalPid>() {
         let found = read()
             .iter()
             .find(|entry| entry.owner == pid)
             .map(|entry| entry.store.clone());
-        (found, "at that pid".to_owned())
+        (found, |_| "at that pid".to_owned())
     } else {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
@@ -72,7 +73,7 @@ pub fn resolve(server: Term) -> Result<ResourceArc<StoreResource>, Error> {
     found.ok_or_else(|| {
         Error::new(
             ErrorKind::Closed,
-            format!("no LiteStash store {shown} is running"),
+            format!("no LiteStash store {} is running", shown(server)),
         )
     })
 }
@@ -92,6 +93,8 @@ fn shown_atom(term: Term) -> String {
 /// is nil, under `name` (replacing what was there).
 #[rustler::nif]
 fn register(env: Env, name: Option<Atom>, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         let owner = env.pid();
         let mut registry = write();
@@ -104,6 +107,8 @@ fn register(env: Env, name: Option<Atom>, store: ResourceArc<StoreResource>) -> 
 /// The store handle `server` names, or `{:error, %LiteStash.Error{}}`.
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, server: Term<'a>) -> NifResult<Term<'a>> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         Ok(match resolve(server) {
             Ok(store) => (atom::ok(), store).encode(env),
@@ -115,6 +120,8 @@ fn lookup<'a>(env: Env<'a>, server: Term<'a>) -> NifResult<Term<'a>> {
 /// Removes the entries of `store`.
 #[rustler::nif]
 fn unregister(env: Env, store: ResourceArc<StoreResource>) -> NifResult<Term> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         forget(&store.store);
         Ok(atom::ok().encode(env))

@@ -22,6 +22,8 @@ rustler::atoms! {
 /// The shard index (0..15) of `key`, or an `:invalid_key` error.
 #[rustler::nif]
 fn shard_of<'a>(env: Env<'a>, key: Binary<'a>) -> NifResult<Term<'a>> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         Ok(result(env, Key::new(key.as_slice()).map(|k| k.route.shard)))
     })

@@ -67,11 +67,13 @@ fn debug_panic_in_next_write<'a>(
 }
 
 /// Whether a write of `value` (`set`) stays on the calling normal
-/// scheduler, within the walk's budget, instead of going to a dirty one:
-/// for the tests that time the normal-scheduler step at its largest.
+/// scheduler, within the walk's units (its deadline left out, so that the
+/// answer does not depend on the machine's load), instead of going to a
+/// dirty one: for the tests that time the normal-scheduler step at its
+/// largest.
 #[rustler::nif]
 fn debug_fits_normal_budget(value: Term) -> bool {
-    let mut budget = crate::term::Budget::normal();
+    let mut budget = crate::term::Budget::normal_units();
     !matches!(
         crate::term::to_value(value, &mut budget),
         Err(crate::term::Refusal::OverBudget)
@@ -82,7 +84,7 @@ fn debug_fits_normal_budget(value: Term) -> bool {
 #[rustler::nif]
 fn debug_pairs_fit_normal_budget(pairs: Term) -> bool {
     !matches!(
-        crate::write::build_set_many(&[pairs], &mut crate::term::Budget::normal()),
+        crate::write::build_set_many(&[pairs], &mut crate::term::Budget::normal_units()),
         Err(crate::term::Refusal::OverBudget)
     )
 }

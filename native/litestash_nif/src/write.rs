@@ -40,6 +40,8 @@ struct WriteNif {
 /// The caller's-scheduler half of every write NIF. `args` are the NIF's
 /// arguments: the server, the reply reference, then the write's own.
 fn enter<'a>(env: Env<'a>, args: &[Term<'a>], nif: &WriteNif) -> NifResult<Term<'a>> {
+    let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         let store = match resolve(args[0]) {
             Ok(store) => store,

@@ -20,7 +20,8 @@ defmodule Mix.Tasks.Litestash.Bench do
     * `--out PATH` - also write the report to `PATH`.
     * `--maintenance` - adds the maintenance and observability section.
     * `--only maintenance` - runs only that section (no other stores, no
-      raw baseline, no other workloads).
+      raw baseline, no other workloads). `--only slices` likewise runs only
+      the normal-scheduler section.
     * `--maintenance-n N` - keys of the store that is streamed, backed up
       and compacted. Default `1000000` (`100000` with `--quick`).
     * `--overhead-n N` - keys of the TTL and telemetry W1/W2 comparisons.
@@ -29,6 +30,8 @@ defmodule Mix.Tasks.Litestash.Bench do
       to measure memory. Default `1000000`.
     * `--no-cache` - skip the value cache section (it runs only when
       `--stores` has `litestash`).
+    * `--no-slices` - skip the normal-scheduler section (it runs only
+      when `--stores` has `litestash`).
     * `--help` - prints this list and exits.
   """
 
@@ -103,6 +106,12 @@ defmodule Mix.Tasks.Litestash.Bench do
   W3 LiteStash's WAL files are sampled every 20 ms. The VM's resident
   memory is read after LiteStash's W1 at the largest scale.
 
+  Then, unless `--no-slices`, the normal-scheduler section
+  (`LiteStash.Bench.Slices`) times every LiteStash NIF call that runs on
+  the caller's scheduler with `LiteStash.Slices`: cache hits, reads in
+  place and the first step of writes, for inputs from a few bytes to a
+  10M-element list, against the 100 us bound of the scheduler rule.
+
   ## Options
 
   #{@options}
@@ -110,7 +119,7 @@ defmodule Mix.Tasks.Litestash.Bench do
 
   use Mix.Task
 
-  alias LiteStash.Bench.{Cache, Maintenance, Raw, Report, Store, Workloads}
+  alias LiteStash.Bench.{Cache, Maintenance, Raw, Report, Slices, Store, Workloads}
 
   @switches [
     help: :boolean,
@@ -128,7 +137,8 @@ defmodule Mix.Tasks.Litestash.Bench do
     maintenance_n: :integer,
     overhead_n: :integer,
     memory_n: :integer,
-    cache: :boolean
+    cache: :boolean,
+    slices: :boolean
   ]
 
   @store_names %{
@@ -177,10 +187,18 @@ defmodule Mix.Tasks.Litestash.Bench do
 
     if config.raw, do: Raw.build!()
 
-    report = if config.only != :maintenance, do: measure(config)
+    report = if config.only == nil, do: measure(config)
     cache = if config.cache, do: Cache.run(config)
+    slices = if config.slices, do: Slices.run(config)
     maintenance = if config.maintenance, do: Maintenance.run(config)
-    text = IO.iodata_to_binary([Report.render(config, report, maintenance), Cache.render(cache)])
+
+    text =
+      IO.iodata_to_binary([
+        Report.render(config, report, maintenance),
+        Cache.render(cache),
+        Slices.render(slices)
+      ])
+
     IO.write(text)
 
     if config.out do
@@ -254,6 +272,11 @@ defmodule Mix.Tasks.Litestash.Bench do
       cache:
         only == nil and Keyword.get(opts, :cache, true) and
           LiteStash.Bench.Store.LiteStash in parse_stores!(opts[:stores]),
+      slices:
+        only == :slices or
+          (only == nil and Keyword.get(opts, :slices, true) and
+             LiteStash.Bench.Store.LiteStash in parse_stores!(opts[:stores])),
+      quick: quick,
       w5_procs: @w5_procs,
       w5_keys_each: @w5_keys_each,
       args: args
@@ -262,9 +285,10 @@ defmodule Mix.Tasks.Litestash.Bench do
 
   defp parse_only!(nil), do: nil
   defp parse_only!("maintenance"), do: :maintenance
+  defp parse_only!("slices"), do: :slices
 
   defp parse_only!(other),
-    do: Mix.raise("--only: unknown section #{inspect(other)}; known: maintenance")
+    do: Mix.raise("--only: unknown section #{inspect(other)}; known: maintenance, slices")
 
   defp positive!(opts, key, default) do
     case Keyword.get(opts, key, default) do

@@ -6,7 +6,7 @@ defmodule Mix.Tasks.Litestash.BenchTest do
   # Mnesia logs each stop.
   @moduletag :capture_log
 
-  alias LiteStash.Bench.{Maintenance, Raw, Store, Workloads}
+  alias LiteStash.Bench.{Maintenance, Raw, Slices, Store, Workloads}
 
   doctest Mix.Tasks.Litestash.Bench
   doctest LiteStash.Bench.Workloads
@@ -106,6 +106,17 @@ defmodule Mix.Tasks.Litestash.BenchTest do
       assert {config.maintenance_n, config.overhead_n} == {2_000, 300}
     end
 
+    test "--only slices runs the normal-scheduler section alone, --no-slices skips it" do
+      config = Mix.Tasks.Litestash.Bench.parse_args!(["--only", "slices"])
+
+      assert {config.only, config.slices, config.maintenance, config.cache, config.raw} ==
+               {:slices, true, false, false, false}
+
+      assert Mix.Tasks.Litestash.Bench.parse_args!([]).slices
+      refute Mix.Tasks.Litestash.Bench.parse_args!(["--no-slices"]).slices
+      refute Mix.Tasks.Litestash.Bench.parse_args!(["--stores", "ets"]).slices
+    end
+
     test "rejects an unknown --only section and non-positive maintenance sizes" do
       assert_raise Mix.Error, fn -> Mix.Tasks.Litestash.Bench.parse_args!(["--only", "w1"]) end
 
@@ -168,6 +179,47 @@ defmodule Mix.Tasks.Litestash.BenchTest do
       assert is_float(high) and is_float(normal)
       assert Workloads.stop_wal_watch(watch) > 0
       Store.LiteStash.close(handle)
+    end
+  end
+
+  describe "Slices" do
+    test "times each call it makes on the caller's scheduler and renders the targets" do
+      progress =
+        ExUnit.CaptureIO.capture_io(:stderr, fn ->
+          send(self(), Slices.run(%{slices_calls: 64, slices_largest: 3_000}))
+        end)
+
+      assert progress =~ "normal-scheduler slices: set, map of string keys"
+      assert_received %{repeated: repeated, sweeps: sweeps} = result
+
+      # A read is one NIF call on the caller's scheduler (what misses the
+      # cache continues on a dirty one, uncounted): exactly one per read.
+      reads = Enum.filter(repeated, fn {what, _} -> what =~ ~r/^(get|exists\?|ttl)/ end)
+      assert length(reads) == 6
+      assert Enum.all?(reads, fn {_, d} -> d.calls == 64 end)
+      assert length(repeated) == 11
+      assert Enum.all?(repeated, fn {_, d} -> d.calls >= 64 and d.max_cpu_ns > 0 end)
+
+      assert Enum.map(sweeps, & &1.shape) ==
+               ["set, binary", "set, list of integers", "set, list of strings"] ++
+                 ["set, map of string keys", "set, list of small maps", "set, nested lists"] ++
+                 ["mset, ~100 B pairs", "mset, 5 KB pairs", "compare_and_set, binary to binary"] ++
+                 ["set, 3,000-element list"]
+
+      # Ten calls per size; a compare_and_set is a set and a CAS.
+      assert Enum.all?(sweeps, &(&1.calls >= 3 and &1.max_cpu_ns >= &1.worst_p50_ns))
+      assert hd(sweeps).sizes == "16-3,000 bytes"
+
+      text = IO.iodata_to_binary(Slices.render(result))
+      assert text =~ ~r/^get, cache hit, ~100 B map +64 /m
+
+      assert text =~
+               ~r/^slowest input's median call, CPU +\d+\.\d us  \(target <= 100 us\)  (PASS|MISS)$/m
+
+      assert text =~ ~r/^calls over 100 us of CPU +\d\.\d{3} % .* (PASS|MISS)$/m
+      # Off again: nothing more is counted.
+      {:ok, _} = Application.ensure_all_started(:litestash)
+      assert %{calls: 0} = LiteStash.Slices.take()
     end
   end
 
