@@ -8,7 +8,11 @@ defmodule LiteStash.Bench.Slices do
 
   Two tables. The first repeats one small input many times (cache hits, a
   miss read in place, the deciding step of a lone writer's write, queued
-  writes from 64 processes) and prints the distribution. The second sweeps
+  writes from 64 processes, W4's and W5's shapes) and prints the
+  distribution, with the high-priority 1 ms probe's p99 lateness
+  meanwhile: a probe late by milliseconds while the longest of our calls
+  took microseconds was held up by something else (the OS threads
+  competing for the cores). The second sweeps
   each shape of input a write converts (binaries, lists, maps, pairs of a
   `mset`, a `compare_and_set`'s two values) over sizes a quarter-octave
   apart, from tiny to far past what the walk converts on the normal
@@ -39,8 +43,11 @@ defmodule LiteStash.Bench.Slices do
   @typedoc "What `run/1` measured."
   @type result :: %{repeated: [row()], sweeps: [sweep()]}
 
-  @typedoc "One input, many calls."
-  @type row :: {String.t(), LiteStash.Slices.durations()}
+  @typedoc """
+  One input, many calls: the calls' figures and the high-priority 1 ms
+  probe's p99 lateness meanwhile, in us (`nil` if it never woke up).
+  """
+  @type row :: {String.t(), LiteStash.Slices.durations(), float() | nil}
 
   @typedoc "One shape over many sizes: its totals and its worst size."
   @type sweep :: %{
@@ -110,7 +117,14 @@ defmodule LiteStash.Bench.Slices do
     {:ok, _} = LiteStash.get(@name, "largest-cached")
     # The pages of the uncached store in the OS's page cache: reads in place.
     for k <- keys, do: {:ok, _} = LiteStash.get(@uncached, k)
-    each = fn fun -> for i <- 1..calls, do: fun.(Enum.at(keys, rem(i, 1_000))) end
+    by_index = List.to_tuple(keys)
+    each = fn fun -> for i <- 1..calls, do: fun.(elem(by_index, rem(i, 1_000))) end
+    # W4's and W5's shapes: many processes at once.
+    many = fn procs, per_proc, fun ->
+      1..procs
+      |> Enum.map(fn p -> Task.async(fn -> for i <- 1..per_proc, do: fun.(p, i) end) end)
+      |> Task.await_many(:infinity)
+    end
 
     [
       {"get, cache hit, ~100 B map", fn -> each.(&({:ok, _} = LiteStash.get(@name, &1))) end},
@@ -124,15 +138,21 @@ defmodule LiteStash.Bench.Slices do
        fn -> for i <- 1..calls, do: {:error, _} = LiteStash.get(@name, "missing:#{i}") end},
       {"set ~100 B map, one process (inline slot claimed)",
        fn -> each.(&(:ok = LiteStash.set(@name, &1, small))) end},
+      {"get, cache hit, 64 processes (W4's shape)",
+       fn ->
+         many.(64, div(calls, 64), fn p, i ->
+           {:ok, _} = LiteStash.get(@name, elem(by_index, rem(p * 997 + i, 1_000)))
+         end)
+       end},
       {"set ~100 B map, 64 processes (queued)",
        fn ->
-         1..64
-         |> Enum.map(fn p ->
-           Task.async(fn ->
-             for i <- 1..div(calls, 64), do: :ok = LiteStash.set(@name, "p:#{p}:#{i}", small)
-           end)
+         many.(64, div(calls, 64), fn p, i -> :ok = LiteStash.set(@name, "p:#{p}:#{i}", small) end)
+       end},
+      {"set ~100 B map, 1,024 processes x #{w5_each(calls)} new keys (W5's shape)",
+       fn ->
+         many.(1_024, w5_each(calls), fn p, i ->
+           :ok = LiteStash.set(@name, "w5:#{p}:#{i}", small)
          end)
-         |> Task.await_many(:infinity)
        end},
       {"incr, one process",
        fn -> for _ <- 1..calls, do: {:ok, _} = LiteStash.incr(@name, "counter") end},
@@ -141,10 +161,13 @@ defmodule LiteStash.Bench.Slices do
     ]
     |> Enum.map(fn {what, fun} ->
       Workloads.progress("normal-scheduler slices: #{what}")
-      {_, durations} = LiteStash.Slices.measure(fun)
-      {what, durations}
+      {{_, durations}, probe} = Workloads.probed(fn -> LiteStash.Slices.measure(fun) end)
+      {what, durations, probe}
     end)
   end
+
+  # W5 makes 40 writes per process; fewer when the section makes fewer calls.
+  defp w5_each(calls), do: min(40, max(1, div(calls, 500)))
 
   ## One shape over many sizes
 
@@ -256,7 +279,7 @@ defmodule LiteStash.Bench.Slices do
         Enum.sum(Enum.map(sweeps, & &1.over_cpu))
 
     {slowest, slowest_p50} =
-      (Enum.map(repeated, fn {what, d} -> {what, d.p50_cpu_ns} end) ++
+      (Enum.map(repeated, fn {what, d, _} -> {what, d.p50_cpu_ns} end) ++
          Enum.map(sweeps, &{"#{&1.shape} at #{&1.worst}", &1.worst_p50_ns}))
       |> Enum.max_by(&elem(&1, 1))
 
@@ -265,8 +288,8 @@ defmodule LiteStash.Bench.Slices do
 
     [
       "\n== NIF calls on the caller's normal scheduler (LiteStash.Slices, us of CPU; w: wall) ==\n",
-      row(["input", "calls", "mean", "p50", "p99", "p99.9", "max", "p99 w", ">100 c/w"]),
-      Enum.map(repeated, fn {what, d} ->
+      row(["input", "calls", "mean", "p50", "p99", "p99.9", "max", "p99 w", ">100 c/w", "probe"]),
+      Enum.map(repeated, fn {what, d, probe} ->
         row([
           what,
           int(d.calls),
@@ -276,10 +299,11 @@ defmodule LiteStash.Bench.Slices do
           us(d.p999_cpu_ns),
           us(d.max_cpu_ns),
           us(d.p99_wall_ns),
-          "#{d.over_bound_cpu}/#{d.over_bound_wall}"
+          "#{d.over_bound_cpu}/#{d.over_bound_wall}",
+          if(probe, do: us(probe * 1_000), else: "-")
         ])
       end),
-      "\n",
+      "  (probe: p99 lateness of a high-priority process sleeping 1 ms meanwhile, us)\n\n",
       sweep_row(
         ["shape (inline_commits: 0)", "sizes", "calls", "slowest at", "p50", "max"] ++
           ["max w", ">100 c/w"]
@@ -317,7 +341,7 @@ defmodule LiteStash.Bench.Slices do
     ]
   end
 
-  defp row(cells), do: :io_lib.format("~-58s ~7s ~6s ~6s ~6s ~6s ~6s ~6s ~9s~n", cells)
+  defp row(cells), do: :io_lib.format("~-66s ~7s ~6s ~6s ~6s ~6s ~6s ~6s ~9s ~7s~n", cells)
   defp sweep_row(cells), do: :io_lib.format("~-34s ~-28s ~6s ~-20s ~6s ~6s ~6s ~9s~n", cells)
 
   defp int(value), do: Workloads.format_int(value)

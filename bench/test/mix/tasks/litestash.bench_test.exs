@@ -194,11 +194,20 @@ defmodule Mix.Tasks.Litestash.BenchTest do
 
       # A read is one NIF call on the caller's scheduler (what misses the
       # cache continues on a dirty one, uncounted): exactly one per read.
-      reads = Enum.filter(repeated, fn {what, _} -> what =~ ~r/^(get|exists\?|ttl)/ end)
-      assert length(reads) == 6
-      assert Enum.all?(reads, fn {_, d} -> d.calls == 64 end)
-      assert length(repeated) == 11
-      assert Enum.all?(repeated, fn {_, d} -> d.calls >= 64 and d.max_cpu_ns > 0 end)
+      reads = Enum.filter(repeated, fn {what, _, _} -> what =~ ~r/^(get|exists\?|ttl)/ end)
+      assert length(reads) == 7
+      assert Enum.all?(reads, fn {_, d, _} -> d.calls == 64 end)
+      assert length(repeated) == 13
+      assert Enum.all?(repeated, fn {_, d, _} -> d.calls >= 64 and d.max_cpu_ns > 0 end)
+      # W5's shape: 1,024 processes, one write each at this size.
+      assert {_, %{calls: w5_calls}, _} =
+               List.keyfind(
+                 repeated,
+                 "set ~100 B map, 1,024 processes x 1 new keys (W5's shape)",
+                 0
+               )
+
+      assert w5_calls >= 1_024
 
       assert Enum.map(sweeps, & &1.shape) ==
                ["set, binary", "set, list of integers", "set, list of strings"] ++
