@@ -24,8 +24,8 @@ defmodule LiteStash.Slices do
           LiteStash.set(:cache, "big", String.duplicate("x", 5_000_000))
         end)
 
-  The benchmark (`make bench`) prints these figures for inputs from one
-  byte to a 10M-element list, against the 100 us bound.
+  The benchmark (`make bench`) prints these figures for inputs from a few
+  bytes to a 10M-element list, against the 100 us bound.
   """
 
   @typedoc """

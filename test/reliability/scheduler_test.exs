@@ -267,11 +267,9 @@ defmodule LiteStash.Reliability.SchedulerTest do
     # One NIF call per read, each a cache hit on this scheduler.
     assert slices.calls == 150
     assert slices.bound_ns == 100_000
-    assert slices.max_wall_ns > 0 and slices.max_cpu_ns > 0
-    assert slices.mean_cpu_ns <= slices.p99_cpu_ns
-    assert slices.p99_cpu_ns <= slices.p999_cpu_ns and slices.p999_cpu_ns <= slices.max_cpu_ns
-    assert slices.p99_wall_ns <= slices.max_wall_ns
-    assert slices.over_bound_cpu <= slices.over_bound_wall + slices.calls
+    # Every call was timed, by both clocks (a hit takes a few us).
+    assert slices.p50_wall_ns > 0 and slices.p50_cpu_ns > 0
+    assert slices.mean_cpu_ns > 0 and slices.mean_wall_ns > 0
 
     # Off: nothing counted, and the next start begins from zero.
     for k <- keys, do: {:ok, _} = LiteStash.get(s, k)

@@ -122,7 +122,7 @@ defmodule LiteStash.Bench.Slices do
     # W4's and W5's shapes: many processes at once.
     many = fn procs, per_proc, fun ->
       1..procs
-      |> Enum.map(fn p -> Task.async(fn -> for i <- 1..per_proc, do: fun.(p, i) end) end)
+      |> Enum.map(fn p -> Task.async(fn -> for i <- 1..per_proc//1, do: fun.(p, i) end) end)
       |> Task.await_many(:infinity)
     end
 
@@ -144,9 +144,11 @@ defmodule LiteStash.Bench.Slices do
            {:ok, _} = LiteStash.get(@name, elem(by_index, rem(p * 997 + i, 1_000)))
          end)
        end},
-      {"set ~100 B map, 64 processes (queued)",
+      {"set ~100 B map, 64 processes (queued: inline_commits: 0)",
        fn ->
-         many.(64, div(calls, 64), fn p, i -> :ok = LiteStash.set(@name, "p:#{p}:#{i}", small) end)
+         many.(64, div(calls, 64), fn p, i ->
+           :ok = LiteStash.set(@queued, "p:#{p}:#{i}", small)
+         end)
        end},
       {"set ~100 B map, 1,024 processes x #{w5_each(calls)} new keys (W5's shape)",
        fn ->
@@ -199,7 +201,7 @@ defmodule LiteStash.Bench.Slices do
       {"mset, 5 KB pairs", "pairs", sizes.(1, 1_000),
        fn n -> for i <- 1..n, do: {"m5:#{i}", :binary.copy("p", 5_000)} end, &mset/1},
       {"compare_and_set, binary to binary", "bytes", sizes.(16, 4 * 1_048_576),
-       &:binary.copy("c", &1), &cas/1}
+       &:binary.copy("c", &1), &cas/1, &cas_prepare/1}
     ]
     |> Enum.map(&sweep/1)
     |> Kernel.++([long_list(largest)])
@@ -209,12 +211,13 @@ defmodule LiteStash.Bench.Slices do
 
   defp mset(pairs), do: :ok = LiteStash.mset(@queued, pairs)
 
-  defp cas(value) do
-    :ok = LiteStash.set(@queued, "cas", value)
-    :ok = LiteStash.compare_and_set(@queued, "cas", value, value)
-  end
+  defp cas_prepare(value), do: :ok = LiteStash.set(@queued, "cas", value)
+  defp cas(value), do: :ok = LiteStash.compare_and_set(@queued, "cas", value, value)
 
-  defp sweep({shape, unit, sizes, make, call}) do
+  defp sweep({shape, unit, sizes, make, call}), do: sweep({shape, unit, sizes, make, call, nil})
+
+  # `prepare`, when given, runs on each input before the timed calls.
+  defp sweep({shape, unit, sizes, make, call, prepare}) do
     Workloads.progress(
       "normal-scheduler slices: #{shape}, #{length(sizes)} sizes up to #{int(List.last(sizes))} #{unit}"
     )
@@ -222,6 +225,7 @@ defmodule LiteStash.Bench.Slices do
     per_size =
       Enum.map(sizes, fn size ->
         input = make.(size)
+        if prepare, do: prepare.(input)
         # Fewer repeats of the big ones: their dirty part takes the time.
         repeats = if :erlang.external_size(input) > 1_048_576, do: 3, else: 10
         {_, durations} = LiteStash.Slices.measure(fn -> for _ <- 1..repeats, do: call.(input) end)

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Bits of a duration below its leading one that pick its bucket: 16
 /// buckets per power of two, so a percentile read from them is at most
-/// 6.25 % above the true one.
+/// 6.25 % above the true one (below 16 ns a bucket is 1 ns wide, and
+/// from 2^40 ns on, 18 minutes, everything is in the last one).
 const SUB_BITS: u32 = 4;
 const STEPS: u32 = 1 << SUB_BITS;
 /// Enough buckets for 2^40 ns (18 minutes); longer lands in the last.
@@ -62,10 +63,16 @@ impl Histogram {
     /// field: take while nothing records for exact figures.
     pub fn take(&self) -> Durations {
         let buckets: [u64; BUCKETS] = std::array::from_fn(|i| self.buckets[i].swap(0, Relaxed));
+        let count = buckets.iter().sum();
+        // A record split by this take may have left its bucket here and
+        // its maximum in the last take: the longest is at least the lowest
+        // duration of the highest bucket that holds one.
+        let highest = buckets.iter().rposition(|&n| n > 0);
+        let floor = highest.map_or(0, |i| if i == 0 { 0 } else { upper_edge(i - 1) });
         Durations {
-            count: buckets.iter().sum(),
-            over_bound: self.over_bound.swap(0, Relaxed),
-            max_ns: self.max_ns.swap(0, Relaxed),
+            count,
+            over_bound: self.over_bound.swap(0, Relaxed).min(count),
+            max_ns: self.max_ns.swap(0, Relaxed).max(floor),
             total_ns: self.total_ns.swap(0, Relaxed),
             buckets,
         }
@@ -150,6 +157,19 @@ mod tests {
             (empty.count, empty.max_ns, empty.percentile(990)),
             (0, 0, 0)
         );
+    }
+
+    #[test]
+    fn a_take_between_a_records_maximum_and_its_bucket_stays_consistent() {
+        let h = Histogram::new(10);
+        // As if a record of 5,000 ns had set the maximum of the last take
+        // and put its count in this one.
+        h.buckets[bucket(5_000)].fetch_add(1, Relaxed);
+        h.over_bound.fetch_add(2, Relaxed);
+        let d = h.take();
+        assert_eq!((d.count, d.over_bound), (1, 1));
+        assert!(d.max_ns > 4_000 && d.max_ns <= 5_000, "{}", d.max_ns);
+        assert_eq!(d.percentile(990), d.max_ns);
     }
 
     #[test]

@@ -215,8 +215,8 @@ defmodule Mix.Tasks.Litestash.BenchTest do
                  ["mset, ~100 B pairs", "mset, 5 KB pairs", "compare_and_set, binary to binary"] ++
                  ["set, 3,000-element list"]
 
-      # Ten calls per size; a compare_and_set is a set and a CAS.
-      assert Enum.all?(sweeps, &(&1.calls >= 3 and &1.max_cpu_ns >= &1.worst_p50_ns))
+      # Ten calls per size (three of the inputs over 1 MiB), each timed.
+      assert Enum.all?(sweeps, &(&1.calls >= 3 and &1.worst_p50_ns > 0))
       assert hd(sweeps).sizes == "16-3,000 bytes"
 
       text = IO.iodata_to_binary(Slices.render(result))
