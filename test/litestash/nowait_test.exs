@@ -39,6 +39,48 @@ defmodule LiteStash.NowaitTest do
     assert deferred >= 1
   end
 
+  test "exists? and ttl misses are read in place too, answering as a dirty read does",
+       %{tmp_dir: dir} do
+    in_place = start_store!(Path.join(dir, "in_place"), cache_size: 0)
+    dirty = start_store!(Path.join(dir, "dirty"), cache_size: 0, nowait_reads: false)
+
+    for store <- [in_place, dirty] do
+      :ok = LiteStash.mset(store, for(i <- 1..200, do: {"k:#{i}", i}))
+      :ok = LiteStash.set(store, "expiring", 1, ttl: 3_600_000)
+      :ok = LiteStash.set(store, "gone", 1, ttl: 1)
+      :ok = LiteStash.set(store, "big", :binary.copy("x", 10_000))
+    end
+
+    Process.sleep(5)
+    keys = ["expiring", "gone", "big", "absent"] ++ for(i <- 1..200, do: "k:#{i}")
+
+    answers = fn store ->
+      for k <- keys do
+        ttl =
+          case LiteStash.ttl(store, k) do
+            # The time left moves on between the two stores' reads.
+            {:ok, ms} when is_integer(ms) -> {:ok, div(ms + 30_000, 60_000)}
+            other -> other
+          end
+
+        {k, LiteStash.exists?(store, k), ttl}
+      end
+    end
+
+    assert answers.(in_place) == answers.(dirty)
+    assert {"expiring", true, {:ok, 60}} = List.keyfind(answers.(in_place), "expiring", 0)
+
+    assert {"gone", false, {:error, %LiteStash.Error{reason: :not_found}}} =
+             List.keyfind(answers.(in_place), "gone", 0)
+
+    # 204 keys, exists? and ttl, three times over: all but the 10 KB value
+    # (never read in place) on the caller's scheduler.
+    {answered, deferred} = tally(in_place)
+    assert answered >= 3 * 2 * 200, "#{answered} in place, #{deferred} deferred"
+    assert deferred >= 3 * 2
+    assert tally(dirty) == {0, 0}
+  end
+
   test "nowait_reads: false sends every miss to a dirty IO scheduler", %{tmp_dir: dir} do
     store = start_store!(dir, cache_size: 0, nowait_reads: false)
     :ok = LiteStash.mset(store, for(i <- 1..300, do: {"k:#{i}", %{"i" => i}}))

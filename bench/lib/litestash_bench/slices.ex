@@ -134,6 +134,8 @@ defmodule LiteStash.Bench.Slices do
       {"ttl, cache hit", fn -> each.(&({:ok, :infinity} = LiteStash.ttl(@name, &1))) end},
       {"get, cache_size: 0, read in place (page cache)",
        fn -> each.(&({:ok, _} = LiteStash.get(@uncached, &1))) end},
+      {"exists?, cache_size: 0, read in place (page cache)",
+       fn -> each.(&(true = LiteStash.exists?(@uncached, &1))) end},
       {"get of a missing key",
        fn -> for i <- 1..calls, do: {:error, _} = LiteStash.get(@name, "missing:#{i}") end},
       {"set ~100 B map, one process (inline slot claimed)",

@@ -4,10 +4,12 @@
 //! `get`, `exists` and `ttl` start on the caller's scheduler and ask the
 //! store's value cache, which answers from memory or not at all (it never
 //! waits, never touches the disk, and holds only values small enough to
-//! turn into a term in microseconds). Otherwise the call continues itself
+//! turn into a term in microseconds). On a miss they read the shard file
+//! there too if that cannot wait (`Store::read_stored_now`: pages in
+//! memory, a value of at most 4 KiB); otherwise the call continues itself
 //! on a dirty IO scheduler (`enif_schedule_nif`, still the same call for
-//! Elixir) to read the shard file, which fills the cache. Everything else
-//! runs on a dirty IO scheduler from the start.
+//! Elixir). Either read fills the cache. Everything else runs on a dirty
+//! IO scheduler from the start.
 
 use crate::error::{error_tuple, guard, ok, panicked, result};
 use crate::registry::resolve;
@@ -120,12 +122,6 @@ fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
     get_found(env, found, &key)
 }
 
-/// No read of the file that waits for nothing: `exists` and `ttl` go dirty
-/// on a miss.
-fn never_now<'a>(_env: Env<'a>, _store: &Store, _key: &Binary) -> Option<Term<'a>> {
-    None
-}
-
 key_read!(get, get_dirty, get_answer, get_now, get_read);
 
 /// A read value as a term, or, for a value that does not decode (or
@@ -191,7 +187,16 @@ fn exists_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> 
     )
 }
 
-key_read!(exists, exists_dirty, exists_answer, never_now, exists_read);
+/// `exists`'s answer from a read of the file that waits for nothing (the
+/// row it finds fills the cache, as a `get`'s does), or `None`.
+fn exists_now<'a>(env: Env<'a>, store: &Store, key: &Binary) -> Option<Term<'a>> {
+    Some(match store.read_stored_now(key.as_slice())? {
+        Ok(found) => ok(env, found.is_some()),
+        Err(e) => error_tuple(env, &e),
+    })
+}
+
+key_read!(exists, exists_dirty, exists_answer, exists_now, exists_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn keys<'a>(env: Env<'a>, server: Term<'a>, prefix: String) -> NifResult<Term<'a>> {
@@ -233,7 +238,16 @@ fn ttl_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
     }
 }
 
-key_read!(ttl, ttl_dirty, ttl_answer, never_now, ttl_read);
+/// As [`exists_now`], for `ttl`.
+fn ttl_now<'a>(env: Env<'a>, store: &Store, key: &Binary) -> Option<Term<'a>> {
+    Some(match store.read_stored_now(key.as_slice())? {
+        Ok(Some(stored)) => ttl_answer(env, &stored, key),
+        Ok(None) => error_tuple(env, &Error::not_found(&shown(key))),
+        Err(e) => error_tuple(env, &e),
+    })
+}
+
+key_read!(ttl, ttl_dirty, ttl_answer, ttl_now, ttl_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn snapshot_open<'a>(

@@ -195,9 +195,9 @@ defmodule Mix.Tasks.Litestash.BenchTest do
       # A read is one NIF call on the caller's scheduler (what misses the
       # cache continues on a dirty one, uncounted): exactly one per read.
       reads = Enum.filter(repeated, fn {what, _, _} -> what =~ ~r/^(get|exists\?|ttl)/ end)
-      assert length(reads) == 7
+      assert length(reads) == 8
       assert Enum.all?(reads, fn {_, d, _} -> d.calls == 64 end)
-      assert length(repeated) == 13
+      assert length(repeated) == 14
       assert Enum.all?(repeated, fn {_, d, _} -> d.calls >= 64 and d.max_cpu_ns > 0 end)
       # W5's shape: 1,024 processes, one write each at this size.
       assert {_, %{calls: w5_calls}, _} =
