@@ -131,17 +131,17 @@ defmodule LiteStash do
       reads, counted with their keys and bookkeeping. Default `33_554_432`
       (32 MiB); `0` turns the cache off. A `get`, `exists` or `ttl` that the
       cache answers runs on the calling scheduler, without SQLite; any
-      other read goes to the shard file on a dirty IO scheduler and fills
-      the cache. Values over 4 KiB encoded are not cached. The cache never
+      other read goes to the shard file (in place or on a dirty IO
+      scheduler, see `:nowait_reads`) and fills the cache. Values over 4 KiB encoded are not cached. The cache never
       serves a stale value: the store's own writes update it before they
       return, an expired key is never served from it, and a commit by
       another OS process to the same files is noticed (through SQLite's
       WAL index) by every read that starts after that commit returned.
-    * `:nowait_reads` - `true` (default) lets a `get` that the cache
-      cannot answer try the shard file on the calling scheduler first,
-      taking only what is already in memory: SQLite's page cache and the
-      OS's, read with Linux's `preadv2(RWF_NOWAIT)`, which fails at once
-      rather than wait for the disk. A read that would wait for the disk,
+    * `:nowait_reads` - `true` (default) lets a `get`, `exists?` or `ttl`
+      that the cache cannot answer try the shard file on the calling
+      scheduler first, taking only what is already in memory: SQLite's
+      page cache and the OS's, read with Linux's `preadv2(RWF_NOWAIT)`,
+      which fails at once rather than wait for the disk. A read that would wait for the disk,
       for a lock or for a pooled connection, or whose value is over 4 KiB,
       is redone on a dirty IO scheduler, as every miss is with `false` (and
       on systems without `RWF_NOWAIT`, and for `data_dir: :memory`).
