@@ -132,8 +132,8 @@ defmodule LiteStash do
       (32 MiB); `0` turns the cache off. A `get`, `exists` or `ttl` that the
       cache answers runs on the calling scheduler, without SQLite; any
       other read goes to the shard file (in place or on a dirty IO
-      scheduler, see `:nowait_reads`) and fills the cache. Values over 4 KiB encoded are not cached. The cache never
-      serves a stale value: the store's own writes update it before they
+      scheduler, see `:nowait_reads`) and fills the cache. Values over
+      4 KiB encoded are not cached. The cache never serves a stale value: the store's own writes update it before they
       return, an expired key is never served from it, and a commit by
       another OS process to the same files is noticed (through SQLite's
       WAL index) by every read that starts after that commit returned.

@@ -88,11 +88,13 @@ defmodule LiteStash.Slices do
   def measure(fun) when is_function(fun, 0) do
     start()
 
-    try do
-      result = fun.()
-      {result, stop()}
-    after
-      LiteStash.Native.slices_measure(false)
-    end
+    result =
+      try do
+        fun.()
+      after
+        LiteStash.Native.slices_measure(false)
+      end
+
+    {result, take()}
   end
 end

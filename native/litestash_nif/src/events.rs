@@ -66,6 +66,7 @@ fn set_event_receiver(
     pid: Option<LocalPid>,
 ) -> NifResult<Term> {
     let _slice = crate::slices::Slice::start();
+
     guard(env, || {
         let flow = Arc::clone(&store.events);
         flow.receiving.store(pid.is_some(), Ordering::Release);

@@ -16,7 +16,7 @@ use crate::registry::resolve;
 use crate::resource::CursorResource;
 use crate::schedule::reschedule;
 use crate::term::{binary, decode_term, to_term};
-use litestash_core::{Error, ErrorKind, Store, Stored, Value};
+use litestash_core::{Error, ErrorKind, Stored, Value};
 use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
 use rustler::{Binary, Encoder, Env, NifResult, ResourceArc, Term};
@@ -25,12 +25,14 @@ use std::os::raw::c_int;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-/// Defines a key read: the NIF `$name(server, key)` that tries `$hit` (the
-/// cached entry to its answer), then `$now` (a read that does not wait,
-/// `None` if it would have) on the caller's scheduler, and its dirty IO
-/// continuation `$cont` that answers with `$read`.
+/// Defines a key read: the NIF `$name(server, key)` that answers on the
+/// caller's scheduler from the value cache or else from a read of the file
+/// that waits for nothing (`Store::read_stored_now`: its value is at most
+/// `CACHEABLE_BYTES`, so its term is quick to build too), both through
+/// `$found` (what was found to the answer), and its dirty IO continuation
+/// `$cont` that answers with `$read` when neither could.
 macro_rules! key_read {
-    ($name:ident, $cont:ident, $hit:expr, $now:expr, $read:expr) => {
+    ($name:ident, $cont:ident, $found:expr, $read:expr) => {
         unsafe extern "C" fn $cont(
             env: *mut ErlNifEnv,
             argc: c_int,
@@ -57,10 +59,10 @@ macro_rules! key_read {
                 let server = match resolve(server) {
                     Ok(store) => {
                         if let Some(hit) = store.store.get_cached(key.as_slice()) {
-                            return Ok($hit(env, &hit, &key));
+                            return Ok($found(env, Ok(Some(hit)), &key));
                         }
-                        if let Some(answer) = $now(env, &store.store, &key) {
-                            return Ok(answer);
+                        if let Some(found) = store.store.read_stored_now(key.as_slice()) {
+                            return Ok($found(env, found, &key));
                         }
                         store.encode(env)
                     }
@@ -92,28 +94,16 @@ fn value_term<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Result<Term<'a
         .map_err(|e| Error::new(e.kind(), format!("key {:?}: {}", shown(key), e.message())))
 }
 
-fn get_answer<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Term<'a> {
-    result(env, value_term(env, stored, key))
-}
+/// What a key read found: the stored value of the key, if it has one.
+type Found = Result<Option<Arc<Stored>>, Error>;
 
-/// `get`'s answer to what a read of the file found.
-fn get_found<'a>(
-    env: Env<'a>,
-    found: Result<Option<Arc<Stored>>, Error>,
-    key: &Binary,
-) -> Term<'a> {
+/// `get`'s answer to what was found.
+fn get_found<'a>(env: Env<'a>, found: Found, key: &Binary) -> Term<'a> {
     let term = found.and_then(|value| match value {
         Some(stored) => value_term(env, &stored, key),
         None => Err(Error::not_found(&shown(key))),
     });
     result(env, term)
-}
-
-/// A read of the file that waits for nothing (the value it finds is at
-/// most `CACHEABLE_BYTES`, so its term is quick to build too), or `None`.
-fn get_now<'a>(env: Env<'a>, store: &Store, key: &Binary) -> Option<Term<'a>> {
-    let found = store.read_stored_now(key.as_slice())?;
-    Some(get_found(env, found, key))
 }
 
 fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
@@ -122,7 +112,7 @@ fn get_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
     get_found(env, found, &key)
 }
 
-key_read!(get, get_dirty, get_answer, get_now, get_read);
+key_read!(get, get_dirty, get_found, get_read);
 
 /// A read value as a term, or, for a value that does not decode (or
 /// decodes to a map with a key twice), `{:error, %LiteStash.Error{reason:
@@ -176,8 +166,9 @@ fn get_many<'a>(env: Env<'a>, server: Term<'a>, keys: Vec<Binary<'a>>) -> NifRes
     })
 }
 
-fn exists_answer<'a>(env: Env<'a>, _stored: &Stored, _key: &Binary) -> Term<'a> {
-    ok(env, true)
+/// `exists`'s answer to what was found.
+fn exists_found<'a>(env: Env<'a>, found: Found, _key: &Binary) -> Term<'a> {
+    result(env, found.map(|stored| stored.is_some()))
 }
 
 fn exists_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
@@ -187,16 +178,7 @@ fn exists_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> 
     )
 }
 
-/// `exists`'s answer from a read of the file that waits for nothing (the
-/// row it finds fills the cache, as a `get`'s does), or `None`.
-fn exists_now<'a>(env: Env<'a>, store: &Store, key: &Binary) -> Option<Term<'a>> {
-    Some(match store.read_stored_now(key.as_slice())? {
-        Ok(found) => ok(env, found.is_some()),
-        Err(e) => error_tuple(env, &e),
-    })
-}
-
-key_read!(exists, exists_dirty, exists_answer, exists_now, exists_read);
+key_read!(exists, exists_dirty, exists_found, exists_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn keys<'a>(env: Env<'a>, server: Term<'a>, prefix: String) -> NifResult<Term<'a>> {
@@ -218,14 +200,16 @@ fn count<'a>(env: Env<'a>, server: Term<'a>, prefix: String) -> NifResult<Term<'
     })
 }
 
-fn ttl_answer<'a>(env: Env<'a>, stored: &Stored, key: &Binary) -> Term<'a> {
+/// `ttl`'s answer to what was found.
+fn ttl_found<'a>(env: Env<'a>, found: Found, key: &Binary) -> Term<'a> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    match stored.expires_at() {
-        Some(at) if at <= now => error_tuple(env, &Error::not_found(&shown(key))),
-        Some(at) => ok(env, at - now),
-        None => ok(env, infinity()),
+    match found.map(|stored| stored.map(|s| s.expires_at())) {
+        Ok(Some(None)) => ok(env, infinity()),
+        Ok(Some(Some(at))) if at > now => ok(env, at - now),
+        Ok(_) => error_tuple(env, &Error::not_found(&shown(key))),
+        Err(e) => error_tuple(env, &e),
     }
 }
 
@@ -238,16 +222,7 @@ fn ttl_read<'a>(env: Env<'a>, server: Term<'a>, key: Binary<'a>) -> Term<'a> {
     }
 }
 
-/// As [`exists_now`], for `ttl`.
-fn ttl_now<'a>(env: Env<'a>, store: &Store, key: &Binary) -> Option<Term<'a>> {
-    Some(match store.read_stored_now(key.as_slice())? {
-        Ok(Some(stored)) => ttl_answer(env, &stored, key),
-        Ok(None) => error_tuple(env, &Error::not_found(&shown(key))),
-        Err(e) => error_tuple(env, &e),
-    })
-}
-
-key_read!(ttl, ttl_dirty, ttl_answer, ttl_now, ttl_read);
+key_read!(ttl, ttl_dirty, ttl_found, ttl_read);
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn snapshot_open<'a>(
