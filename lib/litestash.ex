@@ -123,6 +123,18 @@ defmodule LiteStash do
       store lets a write go inline only while that count is under its own
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
+    * `:concurrent_commits` - how many of the store's 16 shard writers may
+      commit at once, from `1` to `16`, or `:auto` (default). Under many
+      concurrent writers, a shard writer waiting for its turn lets its
+      queue grow, and then commits more writes in one transaction. `:auto`
+      is the number of cores the OS gives the VM with `synchronous:
+      :normal`, where a commit costs CPU (its WAL frames go to the OS's
+      cache), and `16` with `synchronous: :full`, where a commit mostly
+      waits for its fsync and the 16 files' fsyncs overlap. A writer
+      waiting for another OS process's lock on its file, or for room on a
+      full disk, gives its turn up, so one shard's wait never holds up the
+      others. A lone writer's inline commit (`:inline_commits`) takes no
+      turn.
     * `:max_streams` - how many `stream/2`s may be open on the store at
       once (each holds an SQLite connection, so file descriptors, until it
       is done or halted). Past it, enumerating another raises
@@ -260,6 +272,7 @@ defmodule LiteStash do
           | {:max_page_count, pos_integer() | nil}
           | {:sweep_interval, pos_integer()}
           | {:inline_commits, non_neg_integer()}
+          | {:concurrent_commits, 1..16 | :auto}
           | {:max_streams, pos_integer()}
           | {:cache_size, non_neg_integer()}
           | {:nowait_reads, boolean()}
@@ -282,6 +295,7 @@ defmodule LiteStash do
     max_page_count: nil,
     sweep_interval: 1_000,
     inline_commits: 1,
+    concurrent_commits: :auto,
     read_only: false,
     max_streams: 64,
     cache_size: 32 * 1024 * 1024,
@@ -333,6 +347,7 @@ defmodule LiteStash do
       |> Map.new()
       |> Map.put(:memory, memory?)
       |> Map.put(:readers_per_shard, min(:erlang.system_info(:dirty_io_schedulers), 16))
+      |> Map.update!(:concurrent_commits, fn n -> if n == :auto, do: nil, else: n end)
 
     case Native.open(path, native_options) do
       {:ok, store} ->
@@ -405,6 +420,7 @@ defmodule LiteStash do
     max_page_count: "a positive integer or nil",
     sweep_interval: "a positive integer of milliseconds",
     inline_commits: "an integer from 0 to 1024",
+    concurrent_commits: "an integer from 1 to 16 or :auto",
     max_streams: "an integer from 1 to 65536",
     cache_size: "a non-negative integer of bytes",
     nowait_reads: "a boolean",
@@ -451,6 +467,10 @@ defmodule LiteStash do
   defp valid_option?(:max_page_count, n), do: is_nil(n) or (is_integer(n) and n > 0)
   defp valid_option?(:sweep_interval, ms), do: is_integer(ms) and ms > 0
   defp valid_option?(:inline_commits, n), do: is_integer(n) and n >= 0 and n <= 1024
+
+  defp valid_option?(:concurrent_commits, n),
+    do: n == :auto or (is_integer(n) and n >= 1 and n <= 16)
+
   defp valid_option?(:max_streams, n), do: is_integer(n) and n >= 1 and n <= 65_536
   defp valid_option?(:cache_size, n), do: is_integer(n) and n >= 0 and n < 281_474_976_710_656
 

@@ -175,6 +175,31 @@ defmodule LiteStashTest do
       assert_raise ArgumentError, ~r/:name/, fn -> LiteStash.start_link(name: "str") end
     end
 
+    test "concurrent_commits takes 1 to 16 or :auto, and one slot commits every write",
+         %{tmp_dir: dir} do
+      for bad <- [0, 17, -1, :all, 2.0] do
+        assert_raise ArgumentError, ~r/:concurrent_commits.*1 to 16 or :auto/, fn ->
+          LiteStash.start_link(data_dir: dir, concurrent_commits: bad)
+        end
+      end
+
+      auto = start_store!(Path.join(dir, "auto"), concurrent_commits: :auto)
+      :ok = LiteStash.set(auto, "k", 1)
+      assert LiteStash.get(auto, "k") == {:ok, 1}
+
+      # 256 writers over the 16 shards take turns at one commit slot.
+      s = start_store!(Path.join(dir, "one"), concurrent_commits: 1)
+
+      1..256
+      |> Enum.map(fn p ->
+        Task.async(fn -> for i <- 1..20, do: :ok = LiteStash.set(s, "w:#{p}:#{i}", [p, i]) end)
+      end)
+      |> Task.await_many(60_000)
+
+      assert LiteStash.count(s) == {:ok, 5_120}
+      assert LiteStash.get(s, "w:256:20") == {:ok, [256, 20]}
+    end
+
     test "a data dir that cannot be opened is an error naming the path", %{tmp_dir: dir} do
       file = Path.join(dir, "plain_file")
       File.write!(file, "not a dir")

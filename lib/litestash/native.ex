@@ -34,8 +34,9 @@ defmodule LiteStash.Native do
   ## admin.rs
 
   def shard_count, do: err()
-  # options: %{synchronous:, busy_timeout:, max_page_count:, sweep_interval:, inline_commits:,
-  #            read_only:, memory:, max_streams:} (with memory: true the path is ignored)
+  # options: the validated options of LiteStash.start_link/1 but name and
+  # data_dir, as a map, plus memory: and readers_per_shard: (with memory: true
+  # the path is ignored; concurrent_commits: :auto is passed as nil)
   def open(_path, _options), do: err()
   def monitor_owner(_store), do: err()
   def close(_store), do: err()

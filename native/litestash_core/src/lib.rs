@@ -53,6 +53,8 @@ mod shard;
 mod store;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+#[cfg(feature = "test-hooks")]
+pub use test_hooks::HeldSlots;
 mod writer;
 
 pub use admin::{sqlite_memory_used, trim_freed_memory, ShardInfo, BACKUP_INCOMPLETE};

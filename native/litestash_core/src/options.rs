@@ -73,6 +73,9 @@ pub struct Options {
     /// [`crate::Store::inline_slot`]) at once, counted over every store of
     /// the process; 0 sends every write through the writer threads.
     pub inline_commits: usize,
+    /// Most of the store's writer threads committing at once (see
+    /// `writer/slots.rs`); `None` for [`Options::commit_slots`]' default.
+    pub concurrent_commits: Option<usize>,
     /// Opens the data dir for reads only: no writer threads, read-only
     /// connections, every write refused with [`crate::ErrorKind::ReadOnly`].
     /// The dir must exist and hold the 16 shard files (see
@@ -143,6 +146,22 @@ impl Options {
         u64::try_from(self.checkpoint_pages).unwrap_or(0) * WAL_FRAME_BYTES
     }
 
+    /// How many of the store's writer threads may commit at once:
+    /// [`Options::concurrent_commits`], between 1 and the 16 shards. By
+    /// default, with `synchronous = NORMAL`, as many as the machine has
+    /// cores for this process (a commit then costs CPU, and writers that
+    /// wait their turn batch more); with `FULL`, all 16, because a commit
+    /// then mostly waits for its fsync and the 16 files' fsyncs overlap.
+    pub fn commit_slots(&self) -> usize {
+        let slots = self
+            .concurrent_commits
+            .unwrap_or_else(|| match self.synchronous {
+                Synchronous::Normal => std::thread::available_parallelism().map_or(1, usize::from),
+                Synchronous::Full => crate::key::SHARD_COUNT,
+            });
+        slots.clamp(1, crate::key::SHARD_COUNT)
+    }
+
     /// The page cache of one connection, in KiB: the store's budget over
     /// its connections (16 writers and 16 x `readers_per_shard` readers),
     /// at least 64 KiB.
@@ -174,9 +193,35 @@ impl Default for Options {
             max_page_count: None,
             disk_reserve: DEFAULT_DISK_RESERVE,
             inline_commits: 1,
+            concurrent_commits: None,
             read_only: false,
             max_snapshots: 64,
             replica: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_slots_default_to_the_cores_or_to_every_shard_under_full() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let normal = Options::default();
+        assert_eq!(normal.commit_slots(), cores.clamp(1, 16));
+        let full = Options {
+            synchronous: Synchronous::Full,
+            ..Options::default()
+        };
+        assert_eq!(full.commit_slots(), 16);
+        for (asked, given) in [(0, 1), (1, 1), (5, 5), (16, 16), (99, 16)] {
+            let options = Options {
+                concurrent_commits: Some(asked),
+                synchronous: Synchronous::Full,
+                ..Options::default()
+            };
+            assert_eq!(options.commit_slots(), given, "asked for {asked}");
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Store {
     pub(crate) hook: HookSlot,
     /// Jobs queued or being committed by the writer threads, all shards.
     pending: Pending,
+    /// How many writer threads may commit at once.
+    pub(crate) slots: Arc<writer::CommitSlots>,
     /// Snapshots open now, counted against `options.max_snapshots`.
     pub(crate) snapshots: Arc<AtomicUsize>,
     pub(crate) cache: Arc<ValueCache>,
@@ -229,6 +231,7 @@ impl Store {
             writers: Mutex::new(Vec::with_capacity(SHARD_COUNT)),
             hook: HookSlot::default(),
             pending: Arc::new(AtomicUsize::new(0)),
+            slots: writer::CommitSlots::new(options.commit_slots()),
             snapshots: Arc::new(AtomicUsize::new(0)),
             cache: Arc::new(ValueCache::new(options.cache_size)),
             disk,
@@ -287,6 +290,7 @@ impl Store {
             replica,
             writer::Shared {
                 hook: self.hook.clone(),
+                slots: Arc::clone(&self.slots),
                 pending: Arc::clone(&self.pending),
                 cache: Arc::clone(&self.cache),
                 disk: Arc::clone(&self.disk),

@@ -35,6 +35,17 @@ impl Store {
         });
     }
 
+    /// Takes every commit slot of the store (see `writer/slots.rs`) until
+    /// the returned value is dropped: the writer threads then wait for one
+    /// before they drain their queues.
+    pub fn hold_commit_slots_for_test(&self) -> HeldSlots {
+        HeldSlots {
+            _slots: (0..self.options.commit_slots())
+                .map(|_| self.slots.take())
+                .collect(),
+        }
+    }
+
     /// Messages queued to shard `shard`'s writer (jobs and wake-ups) right
     /// now; 0 for a shard without a writer.
     pub fn writer_backlog_for_test(&self, shard: usize) -> usize {
@@ -93,4 +104,9 @@ pub(crate) fn crash_backup_if_due(dir: &std::path::Path, index: usize) {
         drop(due);
         panic!("a crash injected by a test, in the middle of a backup");
     }
+}
+
+/// Commit slots a test holds ([`Store::hold_commit_slots_for_test`]).
+pub struct HeldSlots {
+    _slots: Vec<crate::writer::Slot>,
 }

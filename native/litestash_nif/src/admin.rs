@@ -41,6 +41,8 @@ struct OpenOptions {
     max_page_count: Option<i64>,
     sweep_interval: u64,
     inline_commits: usize,
+    /// `nil` for `:auto`.
+    concurrent_commits: Option<usize>,
     read_only: bool,
     /// `data_dir: :memory`: the path is ignored.
     memory: bool,
@@ -66,6 +68,7 @@ impl OpenOptions {
             max_page_count: self.max_page_count,
             sweep_interval: Duration::from_millis(self.sweep_interval),
             inline_commits: self.inline_commits,
+            concurrent_commits: self.concurrent_commits,
             read_only: self.read_only,
             max_snapshots: self.max_streams,
             cache_size: self.cache_size,
@@ -101,7 +104,8 @@ fn open<'a>(env: Env<'a>, path: String, options: Term<'a>) -> NifResult<Term<'a>
                     &Error::new(
                         ErrorKind::InvalidArgument,
                         "open/2 takes a map of synchronous (:normal or :full), busy_timeout, \
-                         max_page_count, sweep_interval, inline_commits, read_only, memory, \
+                         max_page_count, sweep_interval, inline_commits, concurrent_commits, \
+                         read_only, memory, \
                          max_streams, replica, cache_size, page_cache_size, mmap_size, \
                          wal_limit, disk_reserve, readers_per_shard and nowait_reads",
                     ),

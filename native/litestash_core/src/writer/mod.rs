@@ -13,6 +13,8 @@ mod queue;
 use queue::Message;
 pub(crate) use queue::{Job, Pending, Queue};
 mod room;
+mod slots;
+pub(crate) use slots::{CommitSlots, Slot};
 mod upkeep;
 
 use crate::cache::{Touched, ValueCache};
@@ -41,6 +43,7 @@ pub(crate) type Engine = Arc<Mutex<Option<Writer>>>;
 /// What every writer of a store shares with it.
 pub(crate) struct Shared {
     pub hook: HookSlot,
+    pub slots: Arc<CommitSlots>,
     pub pending: Pending,
     pub cache: Arc<ValueCache>,
     pub disk: Arc<Disk>,
@@ -56,6 +59,7 @@ pub(crate) fn spawn(
 ) -> Result<(Arc<Queue>, Engine, std::thread::JoinHandle<()>)> {
     let Shared {
         hook,
+        slots,
         pending,
         cache,
         disk,
@@ -91,6 +95,7 @@ pub(crate) fn spawn(
         disk_tries: 0,
         next_give_back: Instant::now(),
         brief: false,
+        slot: None,
         disk,
         touched: Touched::default(),
         max_batch: options.max_batch.max(1),
@@ -120,14 +125,20 @@ pub(crate) fn spawn(
     let thread_queue = Arc::clone(&queue);
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(&thread_engine, &thread_queue, &rx))
+        .spawn(move || run(&thread_engine, &thread_queue, &rx, &slots))
         .map_err(|e| Error::io(&e, "starting a shard writer thread"))?;
     Ok((queue, engine, handle))
 }
 
-/// The writer thread: waits for work, then takes the engine's lock, drains
-/// what is queued into one transaction and does the background work due.
-fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
+/// The writer thread: waits for work, then takes a commit slot and the
+/// engine's lock, drains what is queued into one transaction and does the
+/// background work due.
+fn run(
+    engine: &Mutex<Option<Writer>>,
+    queue: &Queue,
+    rx: &Receiver<Message>,
+    slots: &Arc<CommitSlots>,
+) {
     yield_to_schedulers();
     let mut stopping = false;
     while !stopping {
@@ -140,10 +151,15 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
             Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => None,
             Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
         };
+        // Taken before the batch is: writes queue up while this thread
+        // waits for the CPU (see slots.rs). No inline commit can start
+        // meanwhile, as the job in hand is counted as pending.
+        let slot = first.as_ref().map(|_| slots.take());
         let mut guard = lock(engine);
         let Some(writer) = guard.as_mut() else {
             return;
         };
+        writer.slot = slot;
         if let Some(first) = first {
             // Callers that queued while this thread waited for the lock
             // (behind an inline commit) join this batch.
@@ -157,6 +173,7 @@ fn run(engine: &Mutex<Option<Writer>>, queue: &Queue, rx: &Receiver<Message>) {
                 queue.pending.fetch_sub(size, Ordering::AcqRel);
             });
         }
+        writer.slot = None;
         queue.wake_sent.store(false, Ordering::Release);
         if queue.sweep_requested.swap(false, Ordering::AcqRel) {
             writer.next_sweep = Instant::now();
@@ -239,6 +256,9 @@ pub(crate) struct Writer {
     next_give_back: Instant,
     /// Inside [`Writer::briefly`]: the short busy timeout is set.
     brief: bool,
+    /// The commit slot the batch in hand was taken under; dropped while
+    /// this writer waits for anything but the CPU.
+    slot: Option<Slot>,
     /// What the open transaction's writes touched, for the cache.
     pub(super) touched: Touched,
     max_batch: usize,
@@ -390,6 +410,8 @@ impl Writer {
                     self.start_compaction(job.reply);
                 }
                 Op::Install(path) => {
+                    // Replacing the file waits for the disk, not the CPU.
+                    self.slot = None;
                     let result = self.install(&path.clone()).map(|()| Outcome::Done);
                     answers.push((batch.remove(i).reply, result));
                 }
@@ -522,7 +544,7 @@ impl Writer {
         }
         let disk = Arc::clone(&self.disk);
         let _room = disk.commit_gate();
-        self.exec(sql::BEGIN_WRITE)?;
+        self.begin_write()?;
         let begun = self.cache.begin(self.file.index);
         self.touched = Touched::default();
         let result = f(self).and_then(|value| {
@@ -538,6 +560,24 @@ impl Writer {
                 .committed(self.file.index, begun, wrote, &self.touched);
         }
         result
+    }
+
+    /// `BEGIN IMMEDIATE`, waiting for the file's lock as set. A writer that
+    /// holds a commit slot first tries without waiting, and gives the slot
+    /// up before it waits: another process's hold on this file must not
+    /// keep the other shards' writers from committing.
+    fn begin_write(&mut self) -> Result<()> {
+        if self.slot.is_some() && !self.brief {
+            let wait = self.lock_wait;
+            self.wait_for_lock(Duration::ZERO)?;
+            let tried = self.exec(sql::BEGIN_WRITE);
+            self.wait_for_lock(wait)?;
+            match tried {
+                Err(e) if e.kind() == ErrorKind::Busy => self.slot = None,
+                tried => return tried,
+            }
+        }
+        self.exec(sql::BEGIN_WRITE)
     }
 
     /// Applies one write inside a savepoint, so that its failure undoes it

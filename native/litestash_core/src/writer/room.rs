@@ -74,6 +74,9 @@ impl Writer {
         if !full(&result) || self.file.memory || self.at_page_cap(need) {
             return result;
         }
+        // What follows waits for the disk and for the other writers'
+        // checkpoints, not for the CPU.
+        self.slot = None;
         let epoch = self.disk.alarm();
         self.disk_epoch = epoch;
         if self.give_back_wal() {

@@ -1,0 +1,131 @@
+//! Commit slots (`Options::concurrent_commits`, `writer/slots.rs`): a
+//! writer waiting for one lets its queue grow and then commits it in one
+//! transaction, and a writer waiting for another process's lock on its
+//! file gives its slot up, so that the other shards go on committing.
+
+mod common;
+
+use common::{keys_on_shard, roomy, shard_path};
+use litestash_core::{ErrorKind, Event, Options, Reply, Request, Store, Value};
+use rusqlite::Connection;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Queues a set of each key (never inline); each answer (`None` for
+/// success, the error's kind otherwise) arrives on `tx`.
+fn queue_sets(store: &Store, keys: &[String], tx: &mpsc::Sender<Option<ErrorKind>>) {
+    for key in keys {
+        let tx = tx.clone();
+        let reply = Reply::new(move |result| {
+            let _ = tx.send(result.err().map(|e| e.kind()));
+        });
+        common::submit(
+            store,
+            Request::set(key.as_bytes(), &Value::Int(1), None),
+            reply,
+        )
+        .unwrap();
+    }
+}
+
+/// Every answer of `n` writes, failing the test if one takes over `wait`.
+fn answers(
+    rx: &mpsc::Receiver<Option<ErrorKind>>,
+    n: usize,
+    wait: Duration,
+) -> Vec<Option<ErrorKind>> {
+    (0..n)
+        .map(|i| {
+            rx.recv_timeout(wait)
+                .unwrap_or_else(|_| panic!("answer {i} of {n} did not come within {wait:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn writes_queued_while_every_slot_is_taken_commit_in_one_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        concurrent_commits: Some(2),
+        ..roomy()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&batches);
+    store.set_event_hook(Some(Arc::new(move |event| {
+        if let Event::Commit {
+            shard: 1,
+            batch_size,
+            ..
+        } = event
+        {
+            seen.lock().unwrap().push(batch_size);
+        }
+    })));
+
+    let held = store.hold_commit_slots_for_test();
+    let (tx, rx) = mpsc::channel();
+    queue_sets(&store, &keys_on_shard(1, 100), &tx);
+    // The writer has the first job and waits for a slot: nothing commits.
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    assert!(batches.lock().unwrap().is_empty());
+
+    drop(held);
+    assert!(answers(&rx, 100, Duration::from_secs(10))
+        .iter()
+        .all(Option::is_none));
+    // The commit is reported just after its callers are answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let committed = loop {
+        let seen = batches.lock().unwrap().clone();
+        if seen.iter().sum::<usize>() == 100 || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(committed, vec![100], "commits of shard 1");
+    store.close();
+}
+
+#[test]
+fn a_lock_held_on_one_file_does_not_hold_up_the_other_shards_under_one_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        concurrent_commits: Some(1),
+        busy_timeout: Duration::from_secs(30),
+        ..roomy()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    // Another process holds shard 0's write lock.
+    let holder = Connection::open(shard_path(tmp.path(), 0)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let (held_tx, held_rx) = mpsc::channel();
+    queue_sets(&store, &keys_on_shard(0, 10), &held_tx);
+    // Let shard 0's writer take the one slot and meet the lock.
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Shard 1 commits while shard 0's writer waits (for up to 30 s): it
+    // gave its slot up. Had it kept it, these would wait for the lock too.
+    let (tx, rx) = mpsc::channel();
+    for round in 0..3 {
+        let keys: Vec<String> = keys_on_shard(1, 30)[round * 10..][..10].to_vec();
+        queue_sets(&store, &keys, &tx);
+        assert!(answers(&rx, 10, Duration::from_secs(10))
+            .iter()
+            .all(Option::is_none));
+    }
+    assert!(
+        held_rx.try_recv().is_err(),
+        "shard 0's writes went through the held lock"
+    );
+
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert!(answers(&held_rx, 10, Duration::from_secs(10))
+        .iter()
+        .all(Option::is_none));
+    for key in &keys_on_shard(0, 10) {
+        assert_eq!(store.get(key.as_bytes()).unwrap(), Some(Value::Int(1)));
+    }
+    store.close();
+}
