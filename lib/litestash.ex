@@ -124,16 +124,19 @@ defmodule LiteStash do
       setting; each one holds a dirty IO scheduler for its commit (up to
       `:busy_timeout` if another OS process holds the file's lock).
     * `:concurrent_commits` - how many of the store's 16 shard writers may
-      commit at once, from `1` to `16`, or `:auto` (default). Under many
-      concurrent writers, a shard writer waiting for its turn lets its
-      queue grow, and then commits more writes in one transaction. `:auto`
+      commit a batch at once, from `1` to `16`, or `:auto` (default). Under many
+      concurrent writers (from 128 writes waiting in the store, 8 per
+      shard), a shard writer waiting for its turn lets its queue grow, and
+      then commits more writes in one transaction; fewer never wait for a
+      turn. `:auto`
       is the number of cores the OS gives the VM with `synchronous:
       :normal`, where a commit costs CPU (its WAL frames go to the OS's
       cache), and `16` with `synchronous: :full`, where a commit mostly
       waits for its fsync and the 16 files' fsyncs overlap. A writer
       waiting for another OS process's lock on its file, or for room on a
-      full disk, gives its turn up, so one shard's wait never holds up the
-      others. A lone writer's inline commit (`:inline_commits`) takes no
+      full disk, gives its turn up (and finishes that batch without one),
+      so one shard's wait never holds up the others. A lone writer's inline
+      commit (`:inline_commits`), expiry sweeps and checkpoints take no
       turn.
     * `:max_streams` - how many `stream/2`s may be open on the store at
       once (each holds an SQLite connection, so file descriptors, until it

@@ -281,9 +281,24 @@ defmodule LiteStash.Reliability.SchedulerTest do
 
   test "a list too long for the budget is not counted first", %{tmp_dir: _} do
     # 10M cells: counting them alone took 47 ms. The walk stops early.
+    # The fastest of 5 calls: a call's wall time includes any moment the
+    # OS took the scheduler thread away (it measured 2.6 ms once, against
+    # 15-126 us in a quiet VM), and a walk that counted the whole list
+    # would be slow in every call.
     long = Enum.to_list(1..10_000_000)
-    {us, false} = :timer.tc(fn -> Native.debug_fits_normal_budget(long) end)
-    IO.puts("\n  refusing a 10M-element list for the normal scheduler: #{us} us")
+
+    us =
+      Enum.min(
+        for _ <- 1..5 do
+          {us, false} = :timer.tc(fn -> Native.debug_fits_normal_budget(long) end)
+          us
+        end
+      )
+
+    IO.puts(
+      "\n  refusing a 10M-element list for the normal scheduler: fastest of 5 calls #{us} us"
+    )
+
     assert us < 5_000
   end
 end

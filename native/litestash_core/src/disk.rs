@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 /// The reserve's file name, in the data dir.
@@ -229,6 +229,16 @@ impl Disk {
     /// exclusively for one checkpoint.
     pub(crate) fn commit_gate(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Disk::commit_gate`] if it is free now: `None` while a loan holds
+    /// it or waits for it.
+    pub(crate) fn try_commit_gate(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        match self.gate.try_read() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Gives the reserve's space to the file system for good (until

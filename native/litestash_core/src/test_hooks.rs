@@ -35,6 +35,13 @@ impl Store {
         });
     }
 
+    /// Writers take a commit slot before their batch from `pending`
+    /// writes (queued or in hand, the whole store) on, instead of the
+    /// default crowd of 8 per shard; 0 makes every batch take one.
+    pub fn set_slot_crowd_for_test(&self, pending: usize) {
+        self.slots.set_crowd(pending);
+    }
+
     /// Takes every commit slot of the store (see `writer/slots.rs`) until
     /// the returned value is dropped: the writer threads then wait for one
     /// before they drain their queues.

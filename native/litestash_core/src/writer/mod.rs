@@ -151,15 +151,22 @@ fn run(
             Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => None,
             Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
         };
-        // Taken before the batch is: writes queue up while this thread
-        // waits for the CPU (see slots.rs). No inline commit can start
-        // meanwhile, as the job in hand is counted as pending.
-        let slot = first.as_ref().map(|_| slots.take());
+        // The engine first: an inline commit may hold it while it waits
+        // for another process's lock on the file, and no slot is held
+        // through that. Inline commits only try the engine's lock, and a
+        // slot holder never waits for an engine.
         let mut guard = lock(engine);
         let Some(writer) = guard.as_mut() else {
             return;
         };
-        writer.slot = slot;
+        // Then the slot, before the batch is taken, when writes crowd in:
+        // they queue up while this thread waits for the CPU (see
+        // slots.rs). No inline commit can start meanwhile, as the job in
+        // hand is counted as pending.
+        writer.slot = first
+            .as_ref()
+            .filter(|_| slots.crowded(queue.pending.load(Ordering::Acquire)))
+            .map(|_| slots.take());
         if let Some(first) = first {
             // Callers that queued while this thread waited for the lock
             // (behind an inline commit) join this batch.
@@ -406,6 +413,8 @@ impl Writer {
         while i < batch.len() {
             match &batch[i].op {
                 Op::Compact => {
+                    // A file without auto_vacuum is vacuumed whole here.
+                    self.slot = None;
                     let job = batch.remove(i);
                     self.start_compaction(job.reply);
                 }
@@ -543,7 +552,15 @@ impl Writer {
             self.wait_for_lock(wait.min(self.busy_timeout))?;
         }
         let disk = Arc::clone(&self.disk);
-        let _room = disk.commit_gate();
+        let _room = match disk.try_commit_gate() {
+            Some(gate) => gate,
+            // A loan of the disk's reserve (a full disk) holds the gate or
+            // waits for it: a wait for the disk, not for the CPU.
+            None => {
+                self.slot = None;
+                disk.commit_gate()
+            }
+        };
         self.begin_write()?;
         let begun = self.cache.begin(self.file.index);
         self.touched = Touched::default();
@@ -571,7 +588,10 @@ impl Writer {
             let wait = self.lock_wait;
             self.wait_for_lock(Duration::ZERO)?;
             let tried = self.exec(sql::BEGIN_WRITE);
-            self.wait_for_lock(wait)?;
+            if let Err(e) = self.wait_for_lock(wait) {
+                self.abandon_transaction();
+                return Err(e);
+            }
             match tried {
                 Err(e) if e.kind() == ErrorKind::Busy => self.slot = None,
                 tried => return tried,
