@@ -83,6 +83,26 @@ impl Store {
 }
 
 impl Store {
+    /// The next expiry sweep of shard `shard` panics inside its
+    /// transaction, as a bug would, and is asked for now.
+    pub fn panic_in_next_sweep_for_test(&self, shard: usize) {
+        if let Shard::Ready { engine, queue, .. } = &self.shards[shard] {
+            if let Some(writer) = lock(engine).as_mut() {
+                writer.panic_in_sweep = true;
+            }
+            queue.request_sweep();
+        }
+    }
+
+    /// Whether the panic [`Store::panic_in_next_sweep_for_test`] asked
+    /// for is still to come.
+    pub fn sweep_panic_pending_for_test(&self, shard: usize) -> bool {
+        match &self.shards[shard] {
+            Shard::Ready { engine, .. } => lock(engine).as_ref().is_some_and(|w| w.panic_in_sweep),
+            _ => false,
+        }
+    }
+
     /// Runs `pause` on the writer after each commit, between its COMMIT
     /// and the value cache's recording of it: the window in which another
     /// process's commit must still be noticed. `None` removes it.

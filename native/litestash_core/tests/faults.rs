@@ -297,3 +297,37 @@ fn reads_of_an_expired_key_queue_nothing_while_its_writer_is_stalled() {
     assert_eq!(store.writer_backlog_for_test(0), 0);
     store.close();
 }
+
+#[test]
+fn after_a_panic_in_a_sweep_a_write_still_waits_its_full_busy_timeout() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options {
+        busy_timeout: Duration::from_secs(10),
+        ..roomy()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    // The sweep runs with a background task's short busy timeout (100 ms)
+    // and panics before it is restored.
+    store.panic_in_next_sweep_for_test(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.sweep_panic_pending_for_test(0) {
+        assert!(Instant::now() < deadline, "the sweep never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // Another process holds the file's lock for longer than 100 ms: the
+    // write waits it out (its busy timeout is 10 s) instead of failing.
+    let holder = rusqlite::Connection::open(common::shard_path(tmp.path(), 0)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let key = keys_on_shard(0, 1).remove(0);
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| store.set(key.as_bytes(), &Value::Int(1)));
+        std::thread::sleep(Duration::from_millis(500));
+        holder.execute_batch("ROLLBACK").unwrap();
+        writer.join().expect("the writing thread panicked")
+    });
+    written.unwrap();
+    assert_eq!(store.get(key.as_bytes()).unwrap(), Some(Value::Int(1)));
+    store.close();
+}

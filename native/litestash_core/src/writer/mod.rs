@@ -118,6 +118,8 @@ pub(crate) fn spawn(
         replay_clock: None,
         #[cfg(feature = "test-hooks")]
         panic_next: false,
+        #[cfg(feature = "test-hooks")]
+        panic_in_sweep: false,
     };
     let name = format!("litestash {}", crate::key::SHARDS[writer.file.index]);
     let engine: Engine = Arc::new(Mutex::new(Some(writer)));
@@ -186,7 +188,7 @@ fn run(
             writer.next_sweep = Instant::now();
         }
         if catch_unwind(AssertUnwindSafe(|| writer.background())).is_err() {
-            writer.abandon_transaction();
+            writer.recover();
         }
     }
     // Shutdown: whatever was queued before it is committed too, then the
@@ -302,6 +304,9 @@ pub(crate) struct Writer {
     /// Test hook: the next write applied panics.
     #[cfg(feature = "test-hooks")]
     pub(crate) panic_next: bool,
+    /// Test hook: the next sweep panics inside its transaction.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) panic_in_sweep: bool,
 }
 
 impl Writer {
@@ -527,6 +532,16 @@ impl Writer {
             Err(e) if e.kind() == ErrorKind::Busy => self.last_busy = Some((started, e.clone())),
             _ => self.last_busy = None,
         }
+    }
+
+    /// After a panic caught in the writer's background work: rolls back
+    /// what it left open, and ends a [`Writer::briefly`] it cut short, so
+    /// that the next transactions wait for the file's lock as long as they
+    /// should again, not a background task's 100 ms.
+    fn recover(&mut self) {
+        self.abandon_transaction();
+        self.brief = false;
+        let _ = self.wait_for_lock(self.busy_timeout);
     }
 
     /// Rolls back a transaction a caught panic left open, so that the

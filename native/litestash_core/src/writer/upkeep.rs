@@ -80,6 +80,10 @@ impl Writer {
 
     /// Deletes up to `limit` expired keys (row and expiry row together).
     pub(super) fn sweep(&mut self, limit: usize) -> Result<usize> {
+        #[cfg(feature = "test-hooks")]
+        if std::mem::take(&mut self.panic_in_sweep) {
+            panic!("a panic injected by a test, inside a sweep");
+        }
         let due: Vec<String> = {
             let mut stmt = self
                 .conn
