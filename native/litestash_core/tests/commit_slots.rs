@@ -60,6 +60,27 @@ fn commit_inline(
     })
 }
 
+/// Waits for `n` answers on `rx` and checks that each is a success.
+fn all_succeed(rx: &mpsc::Receiver<Option<ErrorKind>>, n: usize) {
+    let got = answers(rx, n, Duration::from_secs(10));
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+}
+
+/// A store with one commit slot that every batch takes, and another
+/// process's connection holding shard 0's write lock.
+fn one_slot_with_shard_0_locked(dir: &std::path::Path) -> (Store, Connection) {
+    let options = Options {
+        concurrent_commits: Some(1),
+        busy_timeout: Duration::from_secs(30),
+        ..roomy()
+    };
+    let store = Store::open(dir, options).unwrap();
+    store.set_slot_crowd_for_test(0);
+    let holder = Connection::open(shard_path(dir, 0)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    (store, holder)
+}
+
 #[test]
 fn a_crowd_queued_while_every_slot_is_taken_commits_in_one_transaction() {
     let tmp = tempfile::tempdir().unwrap();
@@ -98,9 +119,7 @@ fn a_crowd_queued_while_every_slot_is_taken_commits_in_one_transaction() {
     // The writer has its engine back and waits for a slot: nothing commits.
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     drop(held);
-    assert!(answers(&rx, 200, Duration::from_secs(10))
-        .iter()
-        .all(Option::is_none));
+    all_succeed(&rx, 200);
     // The commit is reported just after its callers are answered (the
     // inline commit is reported as a batch of 1).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -127,26 +146,14 @@ fn a_few_writes_do_not_wait_for_a_slot() {
     let _held = store.hold_commit_slots_for_test();
     let (tx, rx) = mpsc::channel();
     queue_sets(&store, &keys_on_shard(2, 10), &tx);
-    assert!(answers(&rx, 10, Duration::from_secs(10))
-        .iter()
-        .all(Option::is_none));
+    all_succeed(&rx, 10);
     store.close();
 }
 
 #[test]
 fn a_lock_held_on_one_file_does_not_hold_up_the_other_shards_under_one_slot() {
     let tmp = tempfile::tempdir().unwrap();
-    let options = Options {
-        concurrent_commits: Some(1),
-        busy_timeout: Duration::from_secs(30),
-        ..roomy()
-    };
-    let store = Store::open(tmp.path(), options).unwrap();
-    // Every batch takes a slot, however few writes are queued.
-    store.set_slot_crowd_for_test(0);
-    // Another process holds shard 0's write lock.
-    let holder = Connection::open(shard_path(tmp.path(), 0)).unwrap();
-    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (store, holder) = one_slot_with_shard_0_locked(tmp.path());
 
     let (held_tx, held_rx) = mpsc::channel();
     queue_sets(&store, &keys_on_shard(0, 10), &held_tx);
@@ -159,9 +166,7 @@ fn a_lock_held_on_one_file_does_not_hold_up_the_other_shards_under_one_slot() {
     for round in 0..3 {
         let keys: Vec<String> = keys_on_shard(1, 30)[round * 10..][..10].to_vec();
         queue_sets(&store, &keys, &tx);
-        assert!(answers(&rx, 10, Duration::from_secs(10))
-            .iter()
-            .all(Option::is_none));
+        all_succeed(&rx, 10);
     }
     assert!(
         held_rx.try_recv().is_err(),
@@ -169,9 +174,7 @@ fn a_lock_held_on_one_file_does_not_hold_up_the_other_shards_under_one_slot() {
     );
 
     holder.execute_batch("ROLLBACK").unwrap();
-    assert!(answers(&held_rx, 10, Duration::from_secs(10))
-        .iter()
-        .all(Option::is_none));
+    all_succeed(&held_rx, 10);
     for key in &keys_on_shard(0, 10) {
         assert_eq!(store.get(key.as_bytes()).unwrap(), Some(Value::Int(1)));
     }
@@ -181,16 +184,8 @@ fn a_lock_held_on_one_file_does_not_hold_up_the_other_shards_under_one_slot() {
 #[test]
 fn a_writer_behind_an_inline_commit_that_waits_for_a_lock_holds_no_slot() {
     let tmp = tempfile::tempdir().unwrap();
-    let options = Options {
-        concurrent_commits: Some(1),
-        busy_timeout: Duration::from_secs(30),
-        ..roomy()
-    };
-    let store = Arc::new(Store::open(tmp.path(), options).unwrap());
-    let holder = Connection::open(shard_path(tmp.path(), 0)).unwrap();
-    // Every batch takes a slot, however few writes are queued.
-    store.set_slot_crowd_for_test(0);
-    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (store, holder) = one_slot_with_shard_0_locked(tmp.path());
+    let store = Arc::new(store);
 
     // A lone writer commits inline on shard 0, and waits for the lock
     // with the writer's engine in hand.
@@ -205,9 +200,7 @@ fn a_writer_behind_an_inline_commit_that_waits_for_a_lock_holds_no_slot() {
     // Shard 1 still commits: the waiting writer holds no slot.
     let (tx, rx) = mpsc::channel();
     queue_sets(&store, &keys_on_shard(1, 10), &tx);
-    assert!(answers(&rx, 10, Duration::from_secs(10))
-        .iter()
-        .all(Option::is_none));
+    all_succeed(&rx, 10);
     assert!(
         held_rx.try_recv().is_err(),
         "shard 0's write went through the held lock"
@@ -215,8 +208,6 @@ fn a_writer_behind_an_inline_commit_that_waits_for_a_lock_holds_no_slot() {
 
     holder.execute_batch("ROLLBACK").unwrap();
     inline.join().unwrap().unwrap();
-    assert!(answers(&held_rx, 1, Duration::from_secs(10))
-        .iter()
-        .all(Option::is_none));
+    all_succeed(&held_rx, 1);
     store.close();
 }
