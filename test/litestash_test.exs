@@ -243,6 +243,32 @@ defmodule LiteStashTest do
       assert LiteStash.mget(s, Map.keys(pairs)) == {:ok, pairs}
     end
 
+    test "stops that race each other return :ok or :closed, never exit", %{tmp_dir: dir} do
+      for round <- 1..5 do
+        s = start_store!(Path.join(dir, "r#{round}"))
+        # Writes in flight keep the first stop busy while the others call.
+        for i <- 1..5_000, do: spawn(fn -> LiteStash.set(s, "k#{i}", i) end)
+
+        results =
+          1..3
+          |> Enum.map(fn _ ->
+            Task.async(fn ->
+              try do
+                LiteStash.stop(s)
+              catch
+                kind, reason -> {:caught, kind, reason}
+              end
+            end)
+          end)
+          |> Task.await_many(30_000)
+
+        assert Enum.all?(results, &(&1 == :ok or match?({:error, %Error{reason: :closed}}, &1))),
+               inspect(results)
+
+        assert :ok in results
+      end
+    end
+
     test "the pid works as the server too", %{tmp_dir: dir} do
       {:ok, pid} = LiteStash.start_link(data_dir: dir, name: :by_pid)
       on_exit(fn -> stop_quietly(:by_pid) end)

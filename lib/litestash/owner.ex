@@ -43,8 +43,11 @@ defmodule LiteStash.Owner do
   defp stop_owner(pid, server) do
     GenServer.stop(pid, :normal)
   catch
-    # Stopped by another caller since the lookup.
+    # Stopped by another caller since the lookup: gone before the call
+    # (`:noproc`), or stopping while this call waited (`:normal`, which
+    # `:sys.terminate/3` reports as `{:normal, {:sys, :terminate, args}}`).
     :exit, {reason, _} when reason in [:noproc, :normal] -> closed(server)
+    :exit, {{:normal, {:sys, :terminate, _}}, _} -> closed(server)
   end
 
   defp closed(server) do
